@@ -1,0 +1,25 @@
+"""adaptmesh runtime kit: what every service is built from."""
+
+from adaptmesh_kit._internal.provisioning import provision_topics
+from adaptmesh_kit.app import EventContext, MeshApp, create_app
+from adaptmesh_kit.artifacts import (
+    ArtifactError,
+    ArtifactIntegrityError,
+    ArtifactPathError,
+    ArtifactStore,
+)
+from adaptmesh_kit.settings import MeshSettings
+from adaptmesh_kit.telemetry import tracer_provider_from_env
+
+__all__ = [
+    "ArtifactError",
+    "ArtifactIntegrityError",
+    "ArtifactPathError",
+    "ArtifactStore",
+    "EventContext",
+    "MeshApp",
+    "MeshSettings",
+    "create_app",
+    "provision_topics",
+    "tracer_provider_from_env",
+]

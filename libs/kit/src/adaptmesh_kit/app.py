@@ -1,0 +1,374 @@
+"""`create_app`: the one wiring every service uses.
+
+It builds a FastStream `KafkaBroker` with OpenTelemetry and gives services two verbs:
+`@app.handles(stream, EventType, ...)` for typed handlers and `app.publish(event)`. Around each
+handler it does what every consumer in the mesh must do, so no service repeats it:
+
+* records too large, with a bad envelope, an unknown type or an invalid body go to
+  `mesh.deadletter.v1` with the reason, original bytes and headers and where they came from,
+  and the consumer carries on;
+* an event already handled by this consumer group (same `ce_id`) is skipped;
+* a handler that keeps failing is retried, then dead-lettered;
+* offsets are committed only after the handler (and so every publish it awaited) finished;
+* events published from a handler carry its correlation id and name it as their cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import uvicorn
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from faststream import Context
+from faststream.asgi import AsgiFastStream, make_ping_asgi
+from faststream.kafka import KafkaBroker
+from faststream.kafka.message import KafkaMessage
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.middlewares import AckPolicy
+from opentelemetry.sdk.trace import TracerProvider
+
+from adaptmesh_kit._internal.deadletter import dead_letter_for
+from adaptmesh_kit._internal.idempotency import ProcessedLog
+from adaptmesh_kit._internal.offsets import CommitOnRevoke, HandledOffsets
+from adaptmesh_kit._internal.provisioning import provision_topics
+from adaptmesh_kit.artifacts import ArtifactStore
+from adaptmesh_kit.settings import MeshSettings
+from adaptmesh_kit.telemetry import tracer_provider_from_env
+from adaptmesh_schemas.envelope import (
+    DecodeError,
+    Envelope,
+    decode_event,
+    encode_event,
+    read_envelope,
+)
+from adaptmesh_schemas.topics import Stream, topic_name
+from adaptmesh_schemas.versioning import EVENT_TYPES, MeshEvent
+
+log = logging.getLogger(__name__)
+
+EventT = TypeVar("EventT", bound=MeshEvent)
+Handler = Callable[[Any, "EventContext"], Awaitable[None]]
+HANDLER_RETRY_DELAY_SECONDS = 0.2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventContext:
+    """What a handler knows about the record it handles, and how it publishes consequences."""
+
+    envelope: Envelope
+    topic: str
+    partition: int
+    offset: int
+    app: MeshApp
+
+    async def publish(self, event: MeshEvent) -> Envelope:
+        """Publish `event` as a consequence of the event being handled."""
+        return await self.app.publish(
+            event, correlation_id=self.envelope.correlationid, causation_id=self.envelope.id
+        )
+
+
+class MeshApp:
+    """A service's broker plus the mesh's consumer discipline. Build it with `create_app`."""
+
+    def __init__(
+        self,
+        settings: MeshSettings,
+        service: str,
+        tracer_provider: TracerProvider,
+        artifacts: ArtifactStore,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.source = f"urn:adaptmesh:service:{service}"
+        self.consumer_group = settings.consumer_group or f"adaptmesh.{service}"
+        self.tracer_provider = tracer_provider
+        self.artifacts = artifacts
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            client_id=f"adaptmesh-{service}",
+            middlewares=(KafkaTelemetryMiddleware(tracer_provider=tracer_provider),),
+            # Topics are provisioned by `provision_topics` with their configs; FastStream's own
+            # creation knows only partitions.
+            allow_auto_create_topics=False,
+            logger=logging.getLogger(f"adaptmesh.{service}.broker"),
+            graceful_timeout=30.0,
+        )
+        state = settings.state_dir
+        self._processed = ProcessedLog(state / f"{service}.processed.sqlite3" if state else None)
+        self._offsets = HandledOffsets(settings.commit_interval_ms / 1000)
+        self._handlers: dict[Stream, dict[str, Handler]] = {}
+        self._started = False
+
+    def topic(self, stream: Stream) -> str:
+        return topic_name(stream, self.settings.topic_prefix)
+
+    # -- consuming ----------------------------------------------------------------------------
+
+    def handles(
+        self, stream: Stream, *event_types: type[MeshEvent]
+    ) -> Callable[[Callable[[EventT, EventContext], Awaitable[None]]], Callable[[EventT, EventContext], Awaitable[None]]]:
+        """Register a handler for `event_types` arriving on `stream`.
+
+        Other known event types on the stream are skipped (they are for other consumers);
+        unknown ones are dead-lettered.
+        """
+        for event_type in event_types:
+            if event_type.stream is not stream:
+                raise ValueError(f"{event_type.__name__} travels on {event_type.stream}, not {stream}")
+
+        def register(
+            handler: Callable[[EventT, EventContext], Awaitable[None]],
+        ) -> Callable[[EventT, EventContext], Awaitable[None]]:
+            if stream not in self._handlers:
+                self._handlers[stream] = {}
+                self._subscribe(stream)
+            for event_type in event_types:
+                self._handlers[stream][event_type.ce_type()] = handler
+            return handler
+
+        return register
+
+    def _subscribe(self, stream: Stream) -> None:
+        async def consume(message: KafkaMessage = Context("message")) -> None:  # noqa: B008
+            await self._consume(stream, message.raw_message, message.consumer)
+
+        self.broker.subscriber(
+            self.topic(stream),
+            group_id=self.consumer_group,
+            auto_offset_reset=self.settings.auto_offset_reset,
+            ack_policy=AckPolicy.MANUAL,
+            listener=CommitOnRevoke(self._offsets),
+            parser=_tolerant_parser,
+            decoder=_raw_decoder,
+            title=f"{self.service}:{stream.value}",
+        )(consume)
+
+    async def _consume(self, stream: Stream, record: ConsumerRecord[Any, Any], consumer: Any) -> None:
+        outcome = await self._handle_record(stream, record)
+        if outcome is not None:
+            code, reason = outcome
+            await self._dead_letter(record, code, reason)
+        if isinstance(consumer, AIOKafkaConsumer):
+            self._offsets.handled(consumer, record.topic, record.partition, record.offset)
+
+    async def _handle_record(
+        self, stream: Stream, record: ConsumerRecord[Any, Any]
+    ) -> tuple[str, str] | None:
+        """Handle one record; returns (reason code, reason) when it must be dead-lettered."""
+        value: bytes | None = record.value
+        size = len(value) if value else 0
+        if size > self.settings.max_event_bytes:
+            return "too-large", (
+                f"body of {size:,} bytes exceeds the {self.settings.max_event_bytes:,}-byte limit "
+                "(MESH_MAX_EVENT_BYTES); put large payloads in the artifact store and send a reference"
+            )
+        try:
+            envelope = read_envelope(record.headers)
+        except DecodeError as error:
+            return error.code, str(error)
+        event_type = EVENT_TYPES.get(envelope.type)
+        if event_type is None:
+            return "unknown-type", f"unknown ce_type {envelope.type!r}"
+        if event_type.stream is not stream:
+            return "wrong-topic", f"{envelope.type} belongs on {self.topic(event_type.stream)}"
+        handler = self._handlers[stream].get(envelope.type)
+        if handler is None:
+            return None  # a known event meant for other consumers of this topic
+        if self._processed.seen(self.consumer_group, envelope.id):
+            log.info("skipping %s %s: already handled", envelope.type, envelope.id)
+            return None
+        try:
+            event = decode_event(envelope, value)
+        except DecodeError as error:
+            return error.code, str(error)
+        context = EventContext(envelope, record.topic, record.partition, record.offset, self)
+        for attempt in range(1, self.settings.handler_attempts + 1):
+            try:
+                await handler(event, context)
+                break
+            except Exception as error:  # noqa: BLE001  (any handler failure has the same fate)
+                if attempt == self.settings.handler_attempts:
+                    return "handler-error", (
+                        f"{type(error).__name__}: {error} (after {attempt} attempts)\n"
+                        + "".join(traceback.format_exception(error, limit=-3))
+                    )
+                log.warning("handler for %s failed (%s), retrying", envelope.type, error)
+                await asyncio.sleep(HANDLER_RETRY_DELAY_SECONDS * attempt)
+        self._processed.remember(self.consumer_group, envelope.id)
+        return None
+
+    async def _dead_letter(self, record: ConsumerRecord[Any, Any], code: str, reason: str) -> None:
+        letter = dead_letter_for(
+            record,
+            service=self.service,
+            consumer_group=self.consumer_group,
+            reason_code=code,
+            reason=reason,
+            artifacts=self.artifacts,
+            inline_limit=self.settings.deadletter_inline_bytes,
+        )
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s: %s",
+            record.topic, record.partition, record.offset, code, reason.splitlines()[0],
+        )
+        causation = _header(record, "ce_id")
+        await self.publish(letter, causation_id=causation, key=record.topic)
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        event: MeshEvent,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        event_id: str | None = None,
+        key: str | None = None,
+    ) -> Envelope:
+        """Publish one event and wait until the broker has it."""
+        envelope = Envelope.for_event(
+            event,
+            source=self.source,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            event_id=event_id,
+        )
+        await self.broker.publish(
+            encode_event(event),
+            self.topic(event.stream),
+            key=(key or event.domain).encode(),
+            headers={name: value.decode() for name, value in envelope.to_headers()},
+        )
+        return envelope
+
+    async def publish_many(self, events: Iterable[MeshEvent], *, correlation_id: str | None = None) -> list[Envelope]:
+        """Publish several events pipelined (no round trip each), then wait for all of them."""
+        envelopes: list[Envelope] = []
+        pending: list[Awaitable[Any]] = []
+        for event in events:
+            envelope = Envelope.for_event(event, source=self.source, correlation_id=correlation_id)
+            future = await self.broker.publish(
+                encode_event(event),
+                self.topic(event.stream),
+                key=event.domain.encode(),
+                headers={name: value.decode() for name, value in envelope.to_headers()},
+                no_confirm=True,
+            )
+            pending.append(future)
+            envelopes.append(envelope)
+        await asyncio.gather(*pending)
+        return envelopes
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.settings.provision_topics:
+            await provision_topics(self.settings)
+        await self.broker.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            await self._offsets.close()
+            await self.broker.stop()
+            self._started = False
+        self._processed.close()
+        self.tracer_provider.force_flush()
+
+    async def __aenter__(self) -> MeshApp:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def healthy(self, timeout: float = 5.0) -> bool:
+        return await self.broker.ping(timeout)
+
+    def asgi(self, *routes: tuple[str, Any]) -> AsgiFastStream:
+        """An ASGI app running the broker, with `GET /health` (204 when Kafka answers)."""
+        return AsgiFastStream(
+            self.broker,
+            asgi_routes=[("/health", make_ping_asgi(self.broker, timeout=5.0)), *routes],
+            on_startup=[self._on_asgi_startup],
+            after_shutdown=[self._on_asgi_shutdown],
+        )
+
+    async def _on_asgi_startup(self) -> None:
+        if self.settings.provision_topics:
+            await provision_topics(self.settings)
+        self._started = True
+
+    async def _on_asgi_shutdown(self) -> None:
+        await self._offsets.close()
+        self._processed.close()
+        self.tracer_provider.force_flush()
+
+    def run(self) -> None:
+        """Serve until SIGINT/SIGTERM, then drain: finish the record in hand and commit."""
+        logging.basicConfig(
+            level=self.settings.log_level,
+            format=f"%(asctime)s {self.service} %(levelname)s %(name)s: %(message)s",
+        )
+        uvicorn.run(
+            self.asgi(),
+            host=self.settings.health_host,
+            port=self.settings.health_port,
+            log_level=self.settings.log_level.lower(),
+        )
+
+
+def create_app(
+    settings: MeshSettings,
+    service: str,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    artifacts: ArtifactStore | None = None,
+) -> MeshApp:
+    """Wire a service: broker, telemetry, dead letters, dedupe, commits, health."""
+    return MeshApp(
+        settings,
+        service,
+        tracer_provider or tracer_provider_from_env(service),
+        artifacts or ArtifactStore(settings.artifact_root),
+    )
+
+
+async def _tolerant_parser(record: ConsumerRecord[Any, Any], original: Callable[..., Awaitable[Any]]) -> Any:
+    """FastStream's parser, minus its crash on non-UTF-8 headers (faststream#2458).
+
+    The parser sees text copies (undecodable bytes replaced); the message keeps the original
+    record, whose exact bytes the dead letter preserves.
+    """
+    try:
+        for _, raw in record.headers:
+            (raw or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        readable = tuple(
+            (key, (raw or b"").decode("utf-8", "replace").encode()) for key, raw in record.headers
+        )
+        message = await original(dataclasses.replace(record, headers=readable))
+        message.raw_message = record
+        return message
+    return await original(record)
+
+
+async def _raw_decoder(message: KafkaMessage, original: Callable[..., Awaitable[Any]]) -> Any:
+    """Leave bodies as bytes: the kit decodes them itself, so bad JSON gets a dead letter."""
+    return message.body
+
+
+def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
+    for key, raw in record.headers:
+        if key == name:
+            try:
+                return str(raw.decode("utf-8")) or None
+            except UnicodeDecodeError:
+                return None
+    return None

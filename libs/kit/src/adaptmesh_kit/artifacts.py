@@ -1,0 +1,91 @@
+"""Content-addressed artifact store behind fsspec URIs (claim-check pattern).
+
+Events carry `ArtifactRef(uri, sha256)`; the bytes live here. Blobs are written once under
+`<root>/sha256/<ab>/<digest>` and every read verifies the digest, so a corrupted or substituted
+file is refused instead of served. Any URI handed to the store must lie inside its root: an event
+is untrusted input, and `file:///etc/passwd` or `../../` must not become a read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from adaptmesh_schemas.values import ArtifactRef
+
+
+class ArtifactError(Exception):
+    """Base of artifact store errors."""
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """The bytes do not have the digest the reference promises."""
+
+
+class ArtifactPathError(ArtifactError):
+    """A URI that lies outside the store's root (or is not one of its URIs)."""
+
+
+class ArtifactStore:
+    """Immutable, verified blobs under one fsspec root."""
+
+    def __init__(self, root_uri: str, **storage_options: Any) -> None:
+        self._fs: fsspec.AbstractFileSystem
+        self._fs, root_path = url_to_fs(root_uri, **storage_options)
+        self._root = posixpath.normpath(self._fs._strip_protocol(root_path)).rstrip("/")
+        self._fs.makedirs(self._root, exist_ok=True)
+        # The protocol the store speaks, to rebuild canonical URIs from paths.
+        protocol = self._fs.protocol
+        self._protocol = protocol if isinstance(protocol, str) else protocol[0]
+
+    @property
+    def root_uri(self) -> str:
+        return self._uri(self._root)
+
+    def put_bytes(self, data: bytes) -> ArtifactRef:
+        """Store `data` (once) and return its claim check."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._blob_path(digest)
+        if not self._fs.exists(path):
+            self._fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            # Write-then-rename so a reader never sees a half-written blob at its final name.
+            partial = f"{path}.{uuid.uuid4().hex}.partial"
+            with self._fs.open(partial, "wb") as handle:
+                handle.write(data)
+            self._fs.mv(partial, path)
+        return ArtifactRef(uri=self._uri(path), sha256=digest, size_bytes=len(data))
+
+    def get_bytes(self, ref: ArtifactRef) -> bytes:
+        """The bytes behind `ref`, after checking they hash to `ref.sha256`."""
+        path = self._path_inside_root(ref.uri)
+        try:
+            with self._fs.open(path, "rb") as handle:
+                data: bytes = handle.read()
+        except FileNotFoundError:
+            raise ArtifactError(f"artifact {ref.uri} does not exist") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != ref.sha256:
+            raise ArtifactIntegrityError(
+                f"artifact {ref.uri} has sha256 {actual}, expected {ref.sha256}"
+            )
+        return data
+
+    def _blob_path(self, digest: str) -> str:
+        return f"{self._root}/sha256/{digest[:2]}/{digest}"
+
+    def _uri(self, path: str) -> str:
+        return f"{self._protocol}://{path}"
+
+    def _path_inside_root(self, uri: str) -> str:
+        fs, path = url_to_fs(uri)
+        if type(fs) is not type(self._fs):
+            raise ArtifactPathError(f"{uri} is not in this store ({self.root_uri})")
+        normalised = posixpath.normpath(fs._strip_protocol(path))
+        if normalised != self._root and not normalised.startswith(self._root + "/"):
+            raise ArtifactPathError(f"{uri} escapes the artifact root {self.root_uri}")
+        return normalised

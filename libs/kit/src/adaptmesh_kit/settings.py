@@ -1,0 +1,107 @@
+"""Settings every service shares; each service subclasses `MeshSettings` for its own.
+
+Read from the environment with the `MESH_` prefix (pydantic-settings). Unknown keys are errors,
+not silently ignored: a mistyped `MESH_KAFKA_BOOTSTRAP_SERVER` would otherwise send a service to
+the default broker. Service-specific variables are named `MESH_<SERVICE>_...`; a service does not
+reject another service's variables, so one environment file can configure the whole mesh.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MESH_"
+
+
+class MeshSettings(BaseSettings):
+    """Shared settings: Kafka, topics, delivery, state and artifacts."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    # Prefixes owned by other services (and by tools that share the environment).
+    other_owners: ClassVar[tuple[str, ...]] = (
+        "INGESTION_", "DRIFT_", "TRAINING_", "GATE_", "SERVING_", "CLI_", "DEMO_", "BENCH_",
+        "EMBEDDED_",
+    )
+    # Variables read by the embedded launcher and tests, not by services.
+    outside_variables: ClassVar[frozenset[str]] = frozenset({"MESH_KAFKA_JARS_DIR"})
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers."
+    )
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Prefix for every topic name (private topic sets for tests or tenants).",
+    )
+    topic_partitions: int = Field(default=3, ge=1, description="Partitions for provisioned topics.")
+    topic_replication: int = Field(default=1, ge=1, description="Replication for provisioned topics.")
+    provision_topics: bool = Field(default=True, description="Create missing topics at start-up.")
+    consumer_group: str | None = Field(
+        default=None, description="Consumer group; defaults to `adaptmesh.<service>`."
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest",
+        description="Where a new consumer group starts: earliest, so nothing sent before a "
+        "service first started is missed.",
+    )
+    max_event_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Larger records are dead-lettered, not parsed."
+    )
+    input_topic_max_bytes: int = Field(
+        default=8_388_608,
+        ge=1024,
+        description="max.message.bytes of user-facing input topics, so oversized events reach "
+        "a consumer and get a clear dead-letter reason instead of bouncing at the broker.",
+    )
+    deadletter_inline_bytes: int = Field(
+        default=262_144,
+        ge=0,
+        description="Dead letters inline original values up to this size; larger ones are "
+        "written to the artifact store and referenced by URI and digest.",
+    )
+    commit_interval_ms: int = Field(
+        default=200, ge=1, description="How often offsets of handled records are committed."
+    )
+    handler_attempts: int = Field(
+        default=3, ge=1, description="Tries of a failing handler before its record is dead-lettered."
+    )
+    state_dir: Path | None = Field(
+        default=None, description="Where a service keeps its own state (dedupe log); memory if unset."
+    )
+    artifact_root: str = Field(
+        default="file://.mesh/artifacts", description="fsspec URI of the artifact store root."
+    )
+    health_host: str = Field(default="127.0.0.1", description="Health endpoint bind address.")
+    health_port: int = Field(default=0, ge=0, le=65535, description="Health endpoint port; 0 = any free.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+
+    @model_validator(mode="after")
+    def _reject_unknown_environment(self) -> MeshSettings:
+        known = {ENV_PREFIX + name.upper() for name in type(self).model_fields}
+        unknown = sorted(
+            key
+            for key in os.environ
+            if key.startswith(ENV_PREFIX)
+            and key not in known
+            and key not in self.outside_variables
+            and not self._owned_elsewhere(key[len(ENV_PREFIX):])
+        )
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) in the environment: {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        return self
+
+    def _owned_elsewhere(self, name: str) -> bool:
+        own = {field.upper() for field in type(self).model_fields}
+        return any(
+            name.startswith(prefix) and not any(f.startswith(prefix) for f in own)
+            for prefix in self.other_owners
+        )

@@ -1,0 +1,57 @@
+"""Every event model, one module per stream. Importing this package registers them all."""
+
+from adaptmesh_schemas.events.changes import (
+    BaseModelChanged,
+    DataBatchSubmitted,
+    LabelAdded,
+    LabelRenamed,
+    LabelRetired,
+    LabelsMerged,
+    RecipeChanged,
+    RegulationChanged,
+    TaxonomyChanged,
+    TaxonomyOperation,
+)
+from adaptmesh_schemas.events.datasets import DatasetCounts, DatasetVersioned
+from adaptmesh_schemas.events.deadletter import DeadLetterRecorded, DeadLetterSource, RawHeader
+from adaptmesh_schemas.events.feedback import FeedbackSubmitted
+from adaptmesh_schemas.events.gate import GateApproved, GateRejected, LabelMetrics
+from adaptmesh_schemas.events.inference import InferenceLogged
+from adaptmesh_schemas.events.models import ModelReady
+from adaptmesh_schemas.events.retrain import RetrainReason, RetrainRequested
+from adaptmesh_schemas.events.training import (
+    ModelTrained,
+    TrainingFailed,
+    TrainingProgress,
+    TrainingStarted,
+)
+
+__all__ = [
+    "BaseModelChanged",
+    "DataBatchSubmitted",
+    "DatasetCounts",
+    "DatasetVersioned",
+    "DeadLetterRecorded",
+    "DeadLetterSource",
+    "FeedbackSubmitted",
+    "GateApproved",
+    "GateRejected",
+    "InferenceLogged",
+    "LabelAdded",
+    "LabelMetrics",
+    "LabelRenamed",
+    "LabelRetired",
+    "LabelsMerged",
+    "ModelReady",
+    "ModelTrained",
+    "RawHeader",
+    "RecipeChanged",
+    "RegulationChanged",
+    "RetrainReason",
+    "RetrainRequested",
+    "TaxonomyChanged",
+    "TaxonomyOperation",
+    "TrainingFailed",
+    "TrainingProgress",
+    "TrainingStarted",
+]

@@ -1,0 +1,107 @@
+"""`mesh.changes.v1`: what users tell the mesh about their domain."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from adaptmesh_schemas.topics import Stream
+from adaptmesh_schemas.values import (
+    BaseModelSpec,
+    DataSelection,
+    GatePolicy,
+    Label,
+    LabelledExample,
+    LoraSettings,
+    MustPassCase,
+    RegulationRef,
+    TrainingSettings,
+    Value,
+)
+from adaptmesh_schemas.versioning import MeshEvent, event
+
+
+@event("change.recipe", stream=Stream.CHANGES, version="1.0")
+class RecipeChanged(MeshEvent):
+    """Registers or replaces a domain's recipe: how its model is built and judged."""
+
+    recipe_version: str = Field(min_length=1, description="User-chosen version of this recipe.")
+    base_model: BaseModelSpec = Field(description="Pretrained model to adapt.")
+    task: Literal["sequence-classification"] = Field(
+        default="sequence-classification", description="The task head to train."
+    )
+    labels: tuple[Label, ...] = Field(min_length=2, description="The initial label taxonomy.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="Adapter settings.")
+    training: TrainingSettings = Field(
+        default_factory=TrainingSettings, description="Optimisation settings."
+    )
+    gate: GatePolicy = Field(default_factory=GatePolicy, description="Promotion policy.")
+    data: DataSelection = Field(default_factory=DataSelection, description="Data selection.")
+
+
+class LabelAdded(Value):
+    op: Literal["add"] = "add"
+    label: Label = Field(description="The new label.")
+    description: str | None = Field(default=None, description="What the label means.")
+
+
+class LabelRenamed(Value):
+    op: Literal["rename"] = "rename"
+    from_label: Label = Field(description="Existing label.")
+    to_label: Label = Field(description="Its new name; existing examples are relabelled.")
+
+
+class LabelsMerged(Value):
+    op: Literal["merge"] = "merge"
+    sources: tuple[Label, ...] = Field(min_length=1, description="Labels folded into `into`.")
+    into: Label = Field(description="The surviving label (created if new).")
+
+
+class LabelRetired(Value):
+    op: Literal["retire"] = "retire"
+    label: Label = Field(description="Label no longer predicted; its examples leave the dataset.")
+
+
+TaxonomyOperation = Annotated[
+    LabelAdded | LabelRenamed | LabelsMerged | LabelRetired, Field(discriminator="op")
+]
+
+
+@event("change.taxonomy", stream=Stream.CHANGES, version="1.0")
+class TaxonomyChanged(MeshEvent):
+    """Edits the label taxonomy; operations apply in order."""
+
+    taxonomy_version: str = Field(min_length=1, description="Version after the change.")
+    operations: tuple[TaxonomyOperation, ...] = Field(min_length=1, description="The edits.")
+
+
+@event("change.regulation", stream=Stream.CHANGES, version="1.0")
+class RegulationChanged(MeshEvent):
+    """A rule changed: its documents become labelled data, its cases become gate conditions."""
+
+    regulation: RegulationRef = Field(description="Which rule, which version, from when.")
+    title: str = Field(default="", description="Human-readable title.")
+    documents: tuple[LabelledExample, ...] = Field(
+        default=(), description="Labelled examples that illustrate the rule."
+    )
+    must_pass: tuple[MustPassCase, ...] = Field(
+        default=(), description="Cases every promoted model must get right."
+    )
+
+
+@event("change.base_model", stream=Stream.CHANGES, version="1.0")
+class BaseModelChanged(MeshEvent):
+    """Moves the domain to another base model; the adapter is retrained from scratch."""
+
+    base_model: BaseModelSpec = Field(description="The new base model.")
+    reason: str = Field(default="", description="Why, for the audit trail.")
+
+
+@event("change.data_batch", stream=Stream.CHANGES, version="1.0")
+class DataBatchSubmitted(MeshEvent):
+    """New labelled examples."""
+
+    batch_id: str = Field(min_length=1, description="Producer's id for the batch.")
+    examples: tuple[LabelledExample, ...] = Field(min_length=1, description="The examples.")
+    source: str = Field(default="", description="Where the data came from.")

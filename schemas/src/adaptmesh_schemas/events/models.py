@@ -1,0 +1,34 @@
+"""`mesh.models.ready.v1`: the production model per domain (compacted, key = domain)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from adaptmesh_schemas.topics import Stream
+from adaptmesh_schemas.values import ArtifactRef, Label, Lineage
+from adaptmesh_schemas.versioning import MeshEvent, event
+
+
+@event("model.ready", stream=Stream.MODELS_READY, version="2.0")
+class ModelReady(MeshEvent):
+    """This model now serves the domain.
+
+    v2 groups the artifact's location and digest into one `artifact` claim check. The topic is
+    compacted, so a domain untouched since v1 still has a v1 record as its latest: serving must
+    read it, which is what `upcast_v1_v2` is for.
+    """
+
+    model_version: str = Field(description="Id of the production model.")
+    artifact: ArtifactRef = Field(description="The model directory's manifest.")
+    labels: tuple[Label, ...] = Field(description="Head labels, in order.")
+    lineage: Lineage = Field(description="Where it came from.")
+    gate_report: ArtifactRef | None = Field(default=None, description="The approving report.")
+
+    @classmethod
+    def upcast_v1_v2(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """v1 had flat `artifact_uri` / `artifact_sha256`."""
+        upgraded = {k: v for k, v in data.items() if k not in ("artifact_uri", "artifact_sha256")}
+        upgraded["artifact"] = {"uri": data.get("artifact_uri"), "sha256": data.get("artifact_sha256")}
+        return upgraded

@@ -1,0 +1,92 @@
+"""The one place that builds Kafka topic names.
+
+Every topic is `<prefix>mesh.<stream>.v<major>`. The prefix is empty in production and lets a
+test (or a tenant sharing a cluster) get a private set of topics; the major version changes only
+when the topic's keying or partitioning contract breaks, not when one event's schema evolves
+(event schema versions travel in `ce_dataschema`, see `versioning.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Stream(StrEnum):
+    """The mesh's streams; each maps to exactly one topic with one owning producer."""
+
+    CHANGES = "changes"
+    FEEDBACK = "feedback"
+    DATASETS = "datasets"
+    INFERENCE = "inference"
+    RETRAIN = "retrain"
+    TRAINING = "training"
+    GATE = "gate"
+    MODELS_READY = "models.ready"
+    DEADLETTER = "deadletter"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """What a stream's topic is for and how it must be provisioned."""
+
+    stream: Stream
+    major: int
+    producer: str
+    consumers: tuple[str, ...]
+    description: str
+    compacted: bool = False
+
+
+TOPIC_SPECS: dict[Stream, TopicSpec] = {
+    spec.stream: spec
+    for spec in (
+        TopicSpec(
+            Stream.CHANGES, 1, "users, CLI", ("ingestion",),
+            "Regulation, taxonomy, recipe, base-model and data-batch changes for a domain.",
+        ),
+        TopicSpec(
+            Stream.FEEDBACK, 1, "users, apps", ("ingestion",),
+            "Ground truth for served predictions.",
+        ),
+        TopicSpec(
+            Stream.DATASETS, 1, "ingestion", ("drift-sensing", "training", "evaluation-gate"),
+            "A new immutable dataset version exists.",
+        ),
+        TopicSpec(
+            Stream.INFERENCE, 1, "serving", ("drift-sensing",),
+            "Sampled inference records: label, confidence, embedding sketch.",
+        ),
+        TopicSpec(
+            Stream.RETRAIN, 1, "drift-sensing", ("training",),
+            "A domain must be retrained, with the reason and evidence.",
+        ),
+        TopicSpec(
+            Stream.TRAINING, 1, "training", ("evaluation-gate", "CLI"),
+            "Training run lifecycle: started, progress, trained, failed.",
+        ),
+        TopicSpec(
+            Stream.GATE, 1, "evaluation-gate", ("CLI", "audit"),
+            "Gate decisions (approved or rejected) with a report reference.",
+        ),
+        TopicSpec(
+            Stream.MODELS_READY, 1, "evaluation-gate", ("serving", "users"),
+            "The production model per domain; log-compacted, key = domain.",
+            compacted=True,
+        ),
+        TopicSpec(
+            Stream.DEADLETTER, 1, "every service", ("operators",),
+            "Records no consumer could decode or handle: original bytes, headers, reason, origin.",
+        ),
+    )
+}
+
+
+def topic_name(stream: Stream, prefix: str = "") -> str:
+    """The Kafka topic for `stream`, e.g. `mesh.models.ready.v1`."""
+    return f"{prefix}mesh.{stream.value}.v{TOPIC_SPECS[stream].major}"
+
+
+def all_topic_names(prefix: str = "") -> list[str]:
+    """Every mesh topic, in a stable order."""
+    return [topic_name(stream, prefix) for stream in Stream]

