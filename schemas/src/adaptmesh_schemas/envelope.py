@@ -115,14 +115,18 @@ def read_envelope(headers: KafkaHeaders) -> Envelope:
         if not texts.get(name)
     ]
     if missing:
-        raise DecodeError("invalid-envelope", f"missing CloudEvents header(s): {', '.join(missing)}")
+        raise DecodeError(
+            "invalid-envelope", f"missing CloudEvents header(s): {', '.join(missing)}"
+        )
     if texts["ce_specversion"] != SPEC_VERSION:
         raise DecodeError(
             "invalid-envelope", f"ce_specversion {texts['ce_specversion']!r} is not {SPEC_VERSION}"
         )
     content_type = texts.get("content-type", CONTENT_TYPE).split(";")[0].strip()
     if content_type != CONTENT_TYPE:
-        raise DecodeError("invalid-envelope", f"content-type {content_type!r} is not {CONTENT_TYPE}")
+        raise DecodeError(
+            "invalid-envelope", f"content-type {content_type!r} is not {CONTENT_TYPE}"
+        )
     try:
         return Envelope(
             id=texts["ce_id"],
@@ -162,7 +166,9 @@ def decode_event(envelope: Envelope, body: bytes | None) -> MeshEvent:
     except json.JSONDecodeError as error:
         raise DecodeError("invalid-json", f"the body is not JSON: {error}") from None
     if not isinstance(data, dict):
-        raise DecodeError("schema-violation", f"the body is a JSON {type(data).__name__}, not an object")
+        raise DecodeError(
+            "schema-violation", f"the body is a JSON {type(data).__name__}, not an object"
+        )
     try:
         data = event_class.upcast(data, from_major=major)
     except SchemaVersionError as error:

@@ -29,7 +29,12 @@ CLOUDEVENTS_HEADERS: dict[str, Any] = {
     "type": "object",
     "description": "CloudEvents 1.0 Kafka binary-mode context; W3C trace context rides along.",
     "required": [
-        "ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_dataschema",
+        "ce_specversion",
+        "ce_id",
+        "ce_source",
+        "ce_type",
+        "ce_time",
+        "ce_dataschema",
         "content-type",
     ],
     "properties": {
@@ -82,7 +87,10 @@ def asyncapi_document() -> dict[str, Any]:
         spec = TOPIC_SPECS[stream]
         channel_id = stream.value.replace(".", "-")
         stream_classes = events_on(stream)
-        refs = {cls.__name__: {"$ref": f"#/components/messages/{cls.__name__}"} for cls in stream_classes}
+        refs = {
+            cls.__name__: {"$ref": f"#/components/messages/{cls.__name__}"}
+            for cls in stream_classes
+        }
         for cls in stream_classes:
             messages[cls.__name__] = {
                 "name": cls.ce_type(),
@@ -102,7 +110,9 @@ def asyncapi_document() -> dict[str, Any]:
             "address": topic_name(stream),
             "description": spec.description,
             "messages": refs,
-            "bindings": {"kafka": {"topic": topic_name(stream), "topicConfiguration": topic_configuration}},
+            "bindings": {
+                "kafka": {"topic": topic_name(stream), "topicConfiguration": topic_configuration}
+            },
         }
         channel_ref = {"$ref": f"#/channels/{channel_id}"}
         message_refs = [{"$ref": f"#/channels/{channel_id}/messages/{name}"} for name in refs]
@@ -135,9 +145,7 @@ def asyncapi_document() -> dict[str, Any]:
 
 def render_all() -> dict[str, str]:
     """Relative path under `schemas/` -> file text, for every generated file."""
-    files = {
-        _file_name(cls): _dump(event_json_schema(cls)) for cls in EVENT_TYPES.values()
-    }
+    files = {_file_name(cls): _dump(event_json_schema(cls)) for cls in EVENT_TYPES.values()}
     files[ASYNCAPI_FILE] = _dump(asyncapi_document())
     return files
 
@@ -175,8 +183,12 @@ def _dump(document: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="fail if the committed files are stale")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="fail if the committed files are stale"
+    )
     args = parser.parse_args(argv)
     if args.check:
         stale = stale_files()

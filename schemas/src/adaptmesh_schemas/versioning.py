@@ -21,7 +21,9 @@ from adaptmesh_schemas.topics import Stream
 
 CE_TYPE_PREFIX = "dev.adaptmesh."
 DATASCHEMA_PREFIX = "urn:adaptmesh:schema:"
-_DATASCHEMA = re.compile(r"^urn:adaptmesh:schema:(?P<name>[a-z0-9_.-]+):(?P<major>\d+)\.(?P<minor>\d+)$")
+_DATASCHEMA = re.compile(
+    r"^urn:adaptmesh:schema:(?P<name>[a-z0-9_.-]+):(?P<major>\d+)\.(?P<minor>\d+)$"
+)
 
 DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 Domain = Annotated[str, StringConstraints(pattern=DOMAIN_PATTERN)]

@@ -112,7 +112,10 @@ class MeshApp:
 
     def handles(
         self, stream: Stream, *event_types: type[MeshEvent]
-    ) -> Callable[[Callable[[EventT, EventContext], Awaitable[None]]], Callable[[EventT, EventContext], Awaitable[None]]]:
+    ) -> Callable[
+        [Callable[[EventT, EventContext], Awaitable[None]]],
+        Callable[[EventT, EventContext], Awaitable[None]],
+    ]:
         """Register a handler for `event_types` arriving on `stream`.
 
         Other known event types on the stream are skipped (they are for other consumers);
@@ -120,7 +123,9 @@ class MeshApp:
         """
         for event_type in event_types:
             if event_type.stream is not stream:
-                raise ValueError(f"{event_type.__name__} travels on {event_type.stream}, not {stream}")
+                raise ValueError(
+                    f"{event_type.__name__} travels on {event_type.stream}, not {stream}"
+                )
 
         def register(
             handler: Callable[[EventT, EventContext], Awaitable[None]],
@@ -149,7 +154,9 @@ class MeshApp:
             title=f"{self.service}:{stream.value}",
         )(consume)
 
-    async def _consume(self, stream: Stream, record: ConsumerRecord[Any, Any], consumer: Any) -> None:
+    async def _consume(
+        self, stream: Stream, record: ConsumerRecord[Any, Any], consumer: Any
+    ) -> None:
         outcome = await self._handle_record(stream, record)
         if outcome is not None:
             code, reason = outcome
@@ -157,7 +164,7 @@ class MeshApp:
         if isinstance(consumer, AIOKafkaConsumer):
             self._offsets.handled(consumer, record.topic, record.partition, record.offset)
 
-    async def _handle_record(
+    async def _handle_record(  # noqa: PLR0911  (one return per way a record can end)
         self, stream: Stream, record: ConsumerRecord[Any, Any]
     ) -> tuple[str, str] | None:
         """Handle one record; returns (reason code, reason) when it must be dead-lettered."""
@@ -166,7 +173,8 @@ class MeshApp:
         if size > self.settings.max_event_bytes:
             return "too-large", (
                 f"body of {size:,} bytes exceeds the {self.settings.max_event_bytes:,}-byte limit "
-                "(MESH_MAX_EVENT_BYTES); put large payloads in the artifact store and send a reference"
+                "(MESH_MAX_EVENT_BYTES); put large payloads in the artifact store and send "
+                "a reference"
             )
         try:
             envelope = read_envelope(record.headers)
@@ -215,7 +223,11 @@ class MeshApp:
         )
         log.warning(
             "dead-lettered %s[%d]@%d: %s: %s",
-            record.topic, record.partition, record.offset, code, reason.splitlines()[0],
+            record.topic,
+            record.partition,
+            record.offset,
+            code,
+            reason.splitlines()[0],
         )
         causation = _header(record, "ce_id")
         await self.publish(letter, causation_id=causation, key=record.topic)
@@ -247,7 +259,9 @@ class MeshApp:
         )
         return envelope
 
-    async def publish_many(self, events: Iterable[MeshEvent], *, correlation_id: str | None = None) -> list[Envelope]:
+    async def publish_many(
+        self, events: Iterable[MeshEvent], *, correlation_id: str | None = None
+    ) -> list[Envelope]:
         """Publish several events pipelined (no round trip each), then wait for all of them."""
         envelopes: list[Envelope] = []
         pending: list[Awaitable[Any]] = []
@@ -288,8 +302,8 @@ class MeshApp:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def healthy(self, timeout: float = 5.0) -> bool:
-        return await self.broker.ping(timeout)
+    async def healthy(self, within_seconds: float = 5.0) -> bool:
+        return await self.broker.ping(within_seconds)
 
     def asgi(self, *routes: tuple[str, Any]) -> AsgiFastStream:
         """An ASGI app running the broker, with `GET /health` (204 when Kafka answers)."""
@@ -297,6 +311,8 @@ class MeshApp:
             self.broker,
             asgi_routes=[("/health", make_ping_asgi(self.broker, timeout=5.0)), *routes],
             on_startup=[self._on_asgi_startup],
+            # Before the broker stops: committing needs the consumers still alive.
+            on_shutdown=[self._offsets.close],
             after_shutdown=[self._on_asgi_shutdown],
         )
 
@@ -306,7 +322,7 @@ class MeshApp:
         self._started = True
 
     async def _on_asgi_shutdown(self) -> None:
-        await self._offsets.close()
+        self._started = False
         self._processed.close()
         self.tracer_provider.force_flush()
 
@@ -340,7 +356,9 @@ def create_app(
     )
 
 
-async def _tolerant_parser(record: ConsumerRecord[Any, Any], original: Callable[..., Awaitable[Any]]) -> Any:
+async def _tolerant_parser(
+    record: ConsumerRecord[Any, Any], original: Callable[..., Awaitable[Any]]
+) -> Any:
     """FastStream's parser, minus its crash on non-UTF-8 headers (faststream#2458).
 
     The parser sees text copies (undecodable bytes replaced); the message keeps the original

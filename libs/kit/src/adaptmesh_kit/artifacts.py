@@ -85,7 +85,7 @@ class ArtifactStore:
         fs, path = url_to_fs(uri)
         if type(fs) is not type(self._fs):
             raise ArtifactPathError(f"{uri} is not in this store ({self.root_uri})")
-        normalised = posixpath.normpath(fs._strip_protocol(path))
+        normalised: str = posixpath.normpath(str(fs._strip_protocol(path)))
         if normalised != self._root and not normalised.startswith(self._root + "/"):
             raise ArtifactPathError(f"{uri} escapes the artifact root {self.root_uri}")
         return normalised

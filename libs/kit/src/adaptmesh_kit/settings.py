@@ -25,7 +25,14 @@ class MeshSettings(BaseSettings):
 
     # Prefixes owned by other services (and by tools that share the environment).
     other_owners: ClassVar[tuple[str, ...]] = (
-        "INGESTION_", "DRIFT_", "TRAINING_", "GATE_", "SERVING_", "CLI_", "DEMO_", "BENCH_",
+        "INGESTION_",
+        "DRIFT_",
+        "TRAINING_",
+        "GATE_",
+        "SERVING_",
+        "CLI_",
+        "DEMO_",
+        "BENCH_",
         "EMBEDDED_",
     )
     # Variables read by the embedded launcher and tests, not by services.
@@ -40,7 +47,9 @@ class MeshSettings(BaseSettings):
         description="Prefix for every topic name (private topic sets for tests or tenants).",
     )
     topic_partitions: int = Field(default=3, ge=1, description="Partitions for provisioned topics.")
-    topic_replication: int = Field(default=1, ge=1, description="Replication for provisioned topics.")
+    topic_replication: int = Field(
+        default=1, ge=1, description="Replication for provisioned topics."
+    )
     provision_topics: bool = Field(default=True, description="Create missing topics at start-up.")
     consumer_group: str | None = Field(
         default=None, description="Consumer group; defaults to `adaptmesh.<service>`."
@@ -69,17 +78,24 @@ class MeshSettings(BaseSettings):
         default=200, ge=1, description="How often offsets of handled records are committed."
     )
     handler_attempts: int = Field(
-        default=3, ge=1, description="Tries of a failing handler before its record is dead-lettered."
+        default=3,
+        ge=1,
+        description="Tries of a failing handler before its record is dead-lettered.",
     )
     state_dir: Path | None = Field(
-        default=None, description="Where a service keeps its own state (dedupe log); memory if unset."
+        default=None,
+        description="Where a service keeps its own state (dedupe log); memory if unset.",
     )
     artifact_root: str = Field(
         default="file://.mesh/artifacts", description="fsspec URI of the artifact store root."
     )
     health_host: str = Field(default="127.0.0.1", description="Health endpoint bind address.")
-    health_port: int = Field(default=0, ge=0, le=65535, description="Health endpoint port; 0 = any free.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    health_port: int = Field(
+        default=0, ge=0, le=65535, description="Health endpoint port; 0 = any free."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level."
+    )
 
     @model_validator(mode="after")
     def _reject_unknown_environment(self) -> MeshSettings:
@@ -90,7 +106,7 @@ class MeshSettings(BaseSettings):
             if key.startswith(ENV_PREFIX)
             and key not in known
             and key not in self.outside_variables
-            and not self._owned_elsewhere(key[len(ENV_PREFIX):])
+            and not self._owned_elsewhere(key[len(ENV_PREFIX) :])
         )
         if unknown:
             raise ValueError(

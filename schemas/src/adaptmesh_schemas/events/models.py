@@ -30,5 +30,8 @@ class ModelReady(MeshEvent):
     def upcast_v1_v2(cls, data: dict[str, Any]) -> dict[str, Any]:
         """v1 had flat `artifact_uri` / `artifact_sha256`."""
         upgraded = {k: v for k, v in data.items() if k not in ("artifact_uri", "artifact_sha256")}
-        upgraded["artifact"] = {"uri": data.get("artifact_uri"), "sha256": data.get("artifact_sha256")}
+        upgraded["artifact"] = {
+            "uri": data.get("artifact_uri"),
+            "sha256": data.get("artifact_sha256"),
+        }
         return upgraded

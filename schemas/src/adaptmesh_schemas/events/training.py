@@ -35,7 +35,9 @@ class ModelTrained(MeshEvent):
     artifact: ArtifactRef = Field(description="The model directory's manifest.")
     labels: tuple[Label, ...] = Field(description="Head labels, in order.")
     lineage: Lineage = Field(description="Where it came from.")
-    train_metrics: dict[str, float] = Field(default_factory=dict, description="Final train metrics.")
+    train_metrics: dict[str, float] = Field(
+        default_factory=dict, description="Final train metrics."
+    )
 
 
 @event("training.failed", stream=Stream.TRAINING, version="1.0")

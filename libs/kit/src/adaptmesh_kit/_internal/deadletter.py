@@ -19,7 +19,7 @@ def _b64(data: bytes) -> str:
 
 
 def domain_of(key: bytes | None) -> str:
-    """The record's domain (its key), if the key is one; dead letters about garbage still need one."""
+    """The record's key when it is a valid domain: dead letters about garbage still need one."""
     if key is None:
         return UNKNOWN_DOMAIN
     try:

@@ -47,7 +47,9 @@ class ProcessedLog:
         )
         self._writes += 1
         if self._writes % PRUNE_EVERY == 0:
-            self._db.execute("DELETE FROM processed WHERE handled_at < ?", (now - RETENTION_SECONDS,))
+            self._db.execute(
+                "DELETE FROM processed WHERE handled_at < ?", (now - RETENTION_SECONDS,)
+            )
 
     def close(self) -> None:
         self._db.close()

@@ -1,0 +1,42 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Needs only python3 (3.11), Java 17+ and Maven; uv, Python packages and Kafka jars install here.
+
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+KAFKA_JARS := infra/kafka/lib/.complete
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint typecheck schemas bench-backbone clean
+
+setup: .venv/.synced $(KAFKA_JARS)
+
+.venv/.synced: pyproject.toml uv.lock schemas/pyproject.toml libs/*/pyproject.toml
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --user uv
+	$(UV) sync --frozen --python 3.11
+	@touch $@
+
+$(KAFKA_JARS): infra/kafka/pom.xml
+	mvn -q -B -f infra/kafka/pom.xml dependency:copy-dependencies
+	@touch $@
+
+demo: setup
+	$(UV) run --frozen adaptmesh-demo
+
+test: setup lint typecheck
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+lint:
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+typecheck:
+	$(UV) run --frozen mypy
+
+schemas: .venv/.synced
+	$(UV) run --frozen python -m adaptmesh_schemas.generate
+
+bench-backbone: setup
+	$(UV) run --frozen python -m bench.backbone
+
+clean:
+	rm -rf .venv infra/kafka/lib .mesh .pytest_cache .mypy_cache .ruff_cache
