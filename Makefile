@@ -20,7 +20,7 @@ $(KAFKA_JARS): infra/kafka/pom.xml
 	@touch $@
 
 demo: setup
-	$(UV) run --frozen adaptmesh-demo
+	$(UV) run --frozen adaptmesh demo
 
 test: setup lint typecheck
 	$(UV) run --frozen pytest $(PYTEST_ARGS)

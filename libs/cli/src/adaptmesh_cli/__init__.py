@@ -1,0 +1,1 @@
+"""The `adaptmesh` command line."""

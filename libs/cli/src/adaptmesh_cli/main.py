@@ -1,0 +1,96 @@
+"""`adaptmesh`: the command line of the mesh.
+
+    adaptmesh demo                 the backbone round trip on an embedded broker
+    adaptmesh publish FILE         publish a change event (JSON body) to the mesh
+    adaptmesh watch [STREAM]       print events from a mesh topic as they arrive
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+
+from adaptmesh_cli.demo import run_demo
+from adaptmesh_kit import MeshSettings, create_app
+from adaptmesh_schemas import (
+    EVENT_TYPES,
+    DecodeError,
+    Stream,
+    decode_event,
+    read_envelope,
+    topic_name,
+)
+from adaptmesh_schemas.versioning import CE_TYPE_PREFIX
+
+
+async def publish(path: Path, event_name: str, settings: MeshSettings) -> None:
+    event_class = EVENT_TYPES.get(CE_TYPE_PREFIX + event_name)
+    if event_class is None:
+        names = ", ".join(sorted(t.removeprefix(CE_TYPE_PREFIX) for t in EVENT_TYPES))
+        raise SystemExit(f"unknown event type {event_name!r}; one of: {names}")
+    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    event = event_class.model_validate_json(text)  # the same validation consumers apply
+    async with create_app(settings, "cli") as app:
+        envelope = await app.publish(event)
+    print(f"published {envelope.type} id={envelope.id} to {topic_name(event.stream, settings.topic_prefix)}")
+
+
+async def watch(stream: Stream, settings: MeshSettings, from_beginning: bool) -> None:
+    topic = topic_name(stream, settings.topic_prefix)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    print(f"watching {topic} (Ctrl-C to stop)", flush=True)
+    try:
+        async for record in consumer:
+            try:
+                envelope = read_envelope(record.headers)
+                event = decode_event(envelope, record.value)
+            except DecodeError as error:
+                print(f"[{record.partition}@{record.offset}] undecodable: {error}", flush=True)
+                continue
+            print(
+                f"[{record.partition}@{record.offset}] {envelope.type} {envelope.subject} "
+                f"{event.model_dump_json()}",
+                flush=True,
+            )
+    finally:
+        await consumer.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="adaptmesh", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="backbone round trip on an embedded Kafka broker")
+    publish_cmd = commands.add_parser("publish", help="publish an event from a JSON file (- = stdin)")
+    publish_cmd.add_argument("file", type=Path)
+    publish_cmd.add_argument(
+        "--type", required=True, help="event name, e.g. change.recipe or change.data_batch"
+    )
+    watch_cmd = commands.add_parser("watch", help="print events of a mesh topic")
+    watch_cmd.add_argument(
+        "stream", nargs="?", default=Stream.MODELS_READY.value, choices=[s.value for s in Stream]
+    )
+    watch_cmd.add_argument("--from-beginning", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            return asyncio.run(run_demo())
+        settings = MeshSettings()
+        if args.command == "publish":
+            asyncio.run(publish(args.file, args.type, settings))
+        else:
+            asyncio.run(watch(Stream(args.stream), settings, args.from_beginning))
+    except KeyboardInterrupt:
+        return 130
+    return 0
