@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from faststream.kafka import TestKafkaBroker
 
 from adaptmesh_kit import EventContext, MeshSettings, create_app
@@ -77,9 +78,5 @@ async def test_invalid_body_is_dead_lettered_in_memory(tmp_path: Path) -> None:
 
 def test_a_handler_cannot_claim_an_event_of_another_stream(tmp_path: Path) -> None:
     app = create_app(settings(tmp_path), "component")
-    try:
+    with pytest.raises(ValueError, match="retrain"):
         app.handles(Stream.CHANGES, RetrainRequested)
-    except ValueError as error:
-        assert "retrain" in str(error)
-    else:
-        raise AssertionError("registering RetrainRequested on the changes stream must fail")

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from adaptmesh_embedded import EmbeddedKafka, ensure_kafka_jars
 from adaptmesh_kit import EventContext, MeshSettings, create_app
-from adaptmesh_schemas import Envelope, Stream, topic_name
+from adaptmesh_schemas import Envelope, Stream
 from adaptmesh_schemas.events import DeadLetterRecorded, RecipeChanged
 from adaptmesh_schemas.values import BaseModelSpec
 
@@ -85,27 +85,30 @@ async def _round_trip(bootstrap: str, work: Path, clock: Clock) -> None:
         sent = await cli.publish(recipe)
         clock.step(f"published {sent.type} id={sent.id}")
         event, envelope, trace_id = await asyncio.wait_for(received.get(), 60)
-        clock.step(f"received by demo-listener: recipe {event.recipe_version}, {len(event.labels)} labels")
+        clock.step(
+            f"received by demo-listener: recipe {event.recipe_version}, {len(event.labels)} labels"
+        )
         print(f"      envelope: {envelope.model_dump_json(exclude_none=True)}")
-        print(f"      trace id {trace_id:032x}, shared by "
-              f"{sum(1 for s in spans.get_finished_spans() if s.context.trace_id == trace_id)} spans: "
-              + ", ".join(sorted({s.name for s in spans.get_finished_spans()
-                                  if s.context.trace_id == trace_id})))
+        in_trace = [s.name for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
+        print(f"      trace {trace_id:032x}: {len(in_trace)} spans ({', '.join(sorted(in_trace))})")
 
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
         await producer.start()
         try:
             bad = await producer.send_and_wait(
-                listener.topic(Stream.CHANGES), b"{not json", key=DOMAIN.encode(),
-                headers=[(k, v) for k, v in envelope.model_copy(update={"id": "bad-1"}).to_headers()],
+                listener.topic(Stream.CHANGES),
+                b"{not json",
+                key=DOMAIN.encode(),
+                headers=envelope.model_copy(update={"id": "bad-1"}).to_headers(),
             )
         finally:
             await producer.stop()
         clock.step(f"sent a malformed record (offset {bad.offset}) with plain aiokafka")
         letter = await _first_dead_letter(bootstrap, listener.topic(Stream.DEADLETTER))
         clock.step(f"dead letter: {letter.reason_code}: {letter.reason}")
-        print(f"      from {letter.source.topic}[{letter.source.partition}]@{letter.source.offset}, "
-              f"original bytes kept: {base64.b64decode(letter.original_value_b64 or '')!r}")
+        source = letter.source
+        original = base64.b64decode(letter.original_value_b64 or "")
+        print(f"      from {source.topic}[{source.partition}]@{source.offset}, kept {original!r}")
         await cli.publish(recipe.model_copy(update={"recipe_version": "r2"}))
         event, _, _ = await asyncio.wait_for(received.get(), 60)
         clock.step(f"the listener carried on: received recipe {event.recipe_version}")

@@ -1,15 +1,14 @@
 """`adaptmesh`: the command line of the mesh.
 
-    adaptmesh demo                 the backbone round trip on an embedded broker
-    adaptmesh publish FILE         publish a change event (JSON body) to the mesh
-    adaptmesh watch [STREAM]       print events from a mesh topic as they arrive
+adaptmesh demo                 the backbone round trip on an embedded broker
+adaptmesh publish FILE         publish a change event (JSON body) to the mesh
+adaptmesh watch [STREAM]       print events from a mesh topic as they arrive
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
 
@@ -33,14 +32,15 @@ async def publish(path: Path, event_name: str, settings: MeshSettings) -> None:
     if event_class is None:
         names = ", ".join(sorted(t.removeprefix(CE_TYPE_PREFIX) for t in EVENT_TYPES))
         raise SystemExit(f"unknown event type {event_name!r}; one of: {names}")
-    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    text = sys.stdin.read() if str(path) == "-" else await asyncio.to_thread(path.read_text)
     event = event_class.model_validate_json(text)  # the same validation consumers apply
     async with create_app(settings, "cli") as app:
         envelope = await app.publish(event)
-    print(f"published {envelope.type} id={envelope.id} to {topic_name(event.stream, settings.topic_prefix)}")
+    topic = topic_name(event.stream, settings.topic_prefix)
+    print(f"published {envelope.type} id={envelope.id} to {topic}")
 
 
-async def watch(stream: Stream, settings: MeshSettings, from_beginning: bool) -> None:
+async def watch(stream: Stream, settings: MeshSettings, *, from_beginning: bool) -> None:
     topic = topic_name(stream, settings.topic_prefix)
     consumer = AIOKafkaConsumer(
         topic,
@@ -68,11 +68,14 @@ async def watch(stream: Stream, settings: MeshSettings, from_beginning: bool) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="adaptmesh", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="adaptmesh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="backbone round trip on an embedded Kafka broker")
-    publish_cmd = commands.add_parser("publish", help="publish an event from a JSON file (- = stdin)")
+    publish_cmd = commands.add_parser(
+        "publish", help="publish an event from a JSON file, - = stdin"
+    )
     publish_cmd.add_argument("file", type=Path)
     publish_cmd.add_argument(
         "--type", required=True, help="event name, e.g. change.recipe or change.data_batch"
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "publish":
             asyncio.run(publish(args.file, args.type, settings))
         else:
-            asyncio.run(watch(Stream(args.stream), settings, args.from_beginning))
+            asyncio.run(watch(Stream(args.stream), settings, from_beginning=args.from_beginning))
     except KeyboardInterrupt:
         return 130
     return 0

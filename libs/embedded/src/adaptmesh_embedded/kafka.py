@@ -226,7 +226,11 @@ class EmbeddedKafka:
         self._port: int | None = None
         self._controller_port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._reaper: threading.Thread | None = None
+        # Set by the reaper thread once the JVM is reaped. An Event, not Thread.is_alive():
+        # on Python 3.11 a join() interrupted by Ctrl-C/SIGTERM marks the still-running thread
+        # as stopped (the bpo-45274 fix releases that thread's lock), so stop() would skip the
+        # orderly shutdown and leave the JVM to the parent-death SIGKILL.
+        self._exited: threading.Event | None = None
         self._lock = threading.Lock()
 
     # -- public surface -------------------------------------------------------------------
@@ -253,7 +257,7 @@ class EmbeddedKafka:
 
     @property
     def is_running(self) -> bool:
-        return self._reaper is not None and self._reaper.is_alive()
+        return self._exited is not None and not self._exited.is_set()
 
     @property
     def log_dir(self) -> Path:
@@ -346,9 +350,9 @@ class EmbeddedKafka:
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Block until the JVM exits (or ``timeout``); return its exit code, None if running."""
-        reaper = self._reaper
-        if reaper is not None:
-            reaper.join(timeout)
+        exited = self._exited
+        if exited is not None:
+            exited.wait(timeout)
         process = self._process
         return None if process is None else process.returncode
 
@@ -461,9 +465,10 @@ class EmbeddedKafka:
 
         ``PR_SET_PDEATHSIG`` fires when the forking *thread* exits; forking from whatever
         thread called ``start()`` (an executor worker, say) could kill a healthy broker later.
-        The same thread then reaps the JVM, so ``is_running`` is just "thread alive".
+        The same thread then reaps the JVM and reports it through ``exited``.
         """
         launched = threading.Event()
+        exited = threading.Event()
         failure: list[BaseException] = []
         preexec = _parent_death_signal(os.getpid())
         console: IO[bytes] | None = None
@@ -492,15 +497,17 @@ class EmbeddedKafka:
                     console.close()
             self._process = process
             launched.set()
-            process.wait()
+            try:
+                process.wait()
+            finally:
+                exited.set()
 
         reaper = threading.Thread(target=run, name="embedded-kafka-reaper", daemon=True)
         reaper.start()
         launched.wait()
         if failure:
-            reaper.join()
             raise EmbeddedKafkaError(f"could not launch {command[0]}") from failure[0]
-        self._reaper = reaper
+        self._exited = exited
 
     def _wait_until_ready(self, log_offset: int, deadline: float) -> None:
         """Wait for "Kafka Server started" in this run's part of the log and an open port.
@@ -568,18 +575,17 @@ class EmbeddedKafka:
         return "\n".join(parts)
 
     def _terminate(self) -> None:
-        process, reaper = self._process, self._reaper
-        if process is None or reaper is None:
+        process, exited = self._process, self._exited
+        if process is None or exited is None:
             return
-        if reaper.is_alive():
+        if not exited.is_set():
             self._signal_group(process.pid, signal.SIGTERM)
-            reaper.join(self.stop_timeout)
-            if reaper.is_alive():
+            if not exited.wait(self.stop_timeout):
                 _log.warning("Kafka (pid %d) ignored SIGTERM, killing it", process.pid)
                 self._signal_group(process.pid, signal.SIGKILL)
-                reaper.join()
+                exited.wait()
         self._process = None
-        self._reaper = None
+        self._exited = None
 
     @staticmethod
     def _signal_group(pgid: int, signum: signal.Signals) -> None:
