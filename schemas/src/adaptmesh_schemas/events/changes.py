@@ -41,25 +41,25 @@ class RecipeChanged(MeshEvent):
 
 
 class LabelAdded(Value):
-    op: Literal["add"] = "add"
+    op: Literal["add"] = Field(default="add", description="Operation discriminator.")
     label: Label = Field(description="The new label.")
     description: str | None = Field(default=None, description="What the label means.")
 
 
 class LabelRenamed(Value):
-    op: Literal["rename"] = "rename"
+    op: Literal["rename"] = Field(default="rename", description="Operation discriminator.")
     from_label: Label = Field(description="Existing label.")
     to_label: Label = Field(description="Its new name; existing examples are relabelled.")
 
 
 class LabelsMerged(Value):
-    op: Literal["merge"] = "merge"
+    op: Literal["merge"] = Field(default="merge", description="Operation discriminator.")
     sources: tuple[Label, ...] = Field(min_length=1, description="Labels folded into `into`.")
     into: Label = Field(description="The surviving label (created if new).")
 
 
 class LabelRetired(Value):
-    op: Literal["retire"] = "retire"
+    op: Literal["retire"] = Field(default="retire", description="Operation discriminator.")
     label: Label = Field(description="Label no longer predicted; its examples leave the dataset.")
 
 
