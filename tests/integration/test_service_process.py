@@ -34,7 +34,7 @@ def free_port() -> int:
 
 def health(port: int) -> int | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
             status: int = response.status
             return status
     except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -81,7 +81,9 @@ async def test_service_process_health_tracing_causality_and_clean_shutdown(
                 )
             finally:
                 await producer.stop()
-            [consequence] = await read_records(kafka_bootstrap, topic_name(Stream.RETRAIN, prefix), 1)
+            [consequence] = await read_records(
+                kafka_bootstrap, topic_name(Stream.RETRAIN, prefix), 1
+            )
             consequence_headers = dict(consequence.headers)
             assert consequence_headers["ce_correlationid"].decode() == sent.id
             assert consequence_headers["ce_causationid"].decode() == sent.id

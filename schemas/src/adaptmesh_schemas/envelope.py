@@ -67,6 +67,11 @@ class Envelope(BaseModel):
         )
 
     def to_headers(self) -> list[tuple[str, bytes]]:
+        """Kafka record headers (binary content mode)."""
+        return [(key, value.encode()) for key, value in self.header_texts().items()]
+
+    def header_texts(self) -> dict[str, str]:
+        """The same headers as text, for clients that encode them themselves."""
         headers = [
             ("ce_specversion", self.specversion),
             ("ce_id", self.id),
@@ -81,7 +86,7 @@ class Envelope(BaseModel):
             headers.append(("ce_subject", self.subject))
         if self.causationid is not None:
             headers.append(("ce_causationid", self.causationid))
-        return [(key, value.encode()) for key, value in headers]
+        return dict(headers)
 
 
 class DecodeError(ValueError):

@@ -257,12 +257,7 @@ class MeshApp:
             causation_id=causation_id,
             event_id=event_id,
         )
-        await self.broker.publish(
-            encode_event(event),
-            self.topic(event.stream),
-            key=(key or event.domain).encode(),
-            headers={name: value.decode() for name, value in envelope.to_headers()},
-        )
+        await self._send(event, envelope, key=key, confirm=True)
         return envelope
 
     async def publish_many(
@@ -273,17 +268,25 @@ class MeshApp:
         pending: list[Awaitable[Any]] = []
         for event in events:
             envelope = Envelope.for_event(event, source=self.source, correlation_id=correlation_id)
-            future = await self.broker.publish(
-                encode_event(event),
-                self.topic(event.stream),
-                key=event.domain.encode(),
-                headers={name: value.decode() for name, value in envelope.to_headers()},
-                no_confirm=True,
-            )
-            pending.append(future)
+            pending.append(await self._send(event, envelope, confirm=False))
             envelopes.append(envelope)
         await asyncio.gather(*pending)
         return envelopes
+
+    async def _send(
+        self, event: MeshEvent, envelope: Envelope, *, confirm: bool, key: str | None = None
+    ) -> Any:
+        """The record: JSON body, CloudEvents headers, keyed by domain unless told otherwise.
+
+        With `confirm` it returns once the broker has the record; without, a future for that.
+        """
+        return await self.broker.publish(
+            encode_event(event),
+            self.topic(event.stream),
+            key=(key or event.domain).encode(),
+            headers=envelope.header_texts(),
+            no_confirm=not confirm,
+        )
 
     # -- life cycle ---------------------------------------------------------------------------
 
