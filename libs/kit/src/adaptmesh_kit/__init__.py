@@ -1,7 +1,7 @@
 """adaptmesh runtime kit: what every service is built from."""
 
 from adaptmesh_kit._internal.provisioning import provision_topics
-from adaptmesh_kit.app import EventContext, MeshApp, create_app
+from adaptmesh_kit.app import EventContext, MeshApp, RejectedEvent, create_app
 from adaptmesh_kit.artifacts import (
     ArtifactError,
     ArtifactIntegrityError,
@@ -19,6 +19,7 @@ __all__ = [
     "EventContext",
     "MeshApp",
     "MeshSettings",
+    "RejectedEvent",
     "create_app",
     "provision_topics",
     "tracer_provider_from_env",

@@ -55,6 +55,12 @@ Handler = Callable[[Any, "EventContext"], Awaitable[None]]
 HANDLER_RETRY_DELAY_SECONDS = 0.2
 
 
+class RejectedEvent(Exception):  # noqa: N818  (it names the outcome, not a failure of ours)
+    """Raised by a handler for an event that is valid in form but unacceptable in content
+    (e.g. a label the taxonomy does not have). It is dead-lettered at once with this reason,
+    not retried: retrying cannot make it acceptable."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class EventContext:
     """What a handler knows about the record it handles, and how it publishes consequences."""
@@ -109,6 +115,7 @@ class MeshApp:
         self._processed = ProcessedLog(state / f"{service}.processed.sqlite3" if state else None)
         self._offsets = HandledOffsets(settings.commit_interval_ms / 1000)
         self._handlers: dict[Stream, dict[str, Handler]] = {}
+        self._broadcast: dict[Stream, bool] = {}
         self._started = False
 
     def topic(self, stream: Stream) -> str:
@@ -117,7 +124,7 @@ class MeshApp:
     # -- consuming ----------------------------------------------------------------------------
 
     def handles(
-        self, stream: Stream, *event_types: type[MeshEvent]
+        self, stream: Stream, *event_types: type[MeshEvent], broadcast: bool = False
     ) -> Callable[
         [Callable[[EventT, EventContext], Awaitable[None]]],
         Callable[[EventT, EventContext], Awaitable[None]],
@@ -125,7 +132,11 @@ class MeshApp:
         """Register a handler for `event_types` arriving on `stream`.
 
         Other known event types on the stream are skipped (they are for other consumers);
-        unknown ones are dead-lettered.
+        unknown ones are dead-lettered. By default the instances of a service share the
+        stream's partitions (one consumer group). With `broadcast=True` every instance reads
+        the whole stream from its beginning at each start, without a group, commits or dedupe
+        (serving replicas must each know every domain's production model), so such handlers
+        must be idempotent.
         """
         for event_type in event_types:
             if event_type.stream is not stream:
@@ -138,7 +149,10 @@ class MeshApp:
         ) -> Callable[[EventT, EventContext], Awaitable[None]]:
             if stream not in self._handlers:
                 self._handlers[stream] = {}
+                self._broadcast[stream] = broadcast
                 self._subscribe(stream)
+            elif self._broadcast[stream] != broadcast:
+                raise ValueError(f"{stream} is subscribed both broadcast and as a group")
             for event_type in event_types:
                 self._handlers[stream][event_type.ce_type()] = handler
             return handler
@@ -149,12 +163,13 @@ class MeshApp:
         async def consume(message: KafkaMessage) -> None:
             await self._consume(stream, message.raw_message, message.consumer)
 
+        broadcast = self._broadcast[stream]
         self.broker.subscriber(
             self.topic(stream),
-            group_id=self.consumer_group,
-            auto_offset_reset=self.settings.auto_offset_reset,
+            group_id=None if broadcast else self.consumer_group,
+            auto_offset_reset="earliest" if broadcast else self.settings.auto_offset_reset,
             ack_policy=AckPolicy.MANUAL,
-            listener=CommitOnRevoke(self._offsets),
+            listener=None if broadcast else CommitOnRevoke(self._offsets),
             parser=_tolerant_parser,
             decoder=_raw_decoder,
             title=f"{self.service}:{stream.value}",
@@ -167,7 +182,7 @@ class MeshApp:
         if outcome is not None:
             code, reason = outcome
             await self._dead_letter(record, code, reason)
-        if isinstance(consumer, AIOKafkaConsumer):
+        if isinstance(consumer, AIOKafkaConsumer) and not self._broadcast[stream]:
             self._offsets.handled(consumer, record.topic, record.partition, record.offset)
 
     async def _handle_record(  # noqa: PLR0911  (one return per way a record can end)
@@ -194,7 +209,8 @@ class MeshApp:
         handler = self._handlers[stream].get(envelope.type)
         if handler is None:
             return None  # a known event meant for other consumers of this topic
-        if self._processed.seen(self.consumer_group, envelope.id):
+        broadcast = self._broadcast[stream]
+        if not broadcast and self._processed.seen(self.consumer_group, envelope.id):
             log.info("skipping %s %s: already handled", envelope.type, envelope.id)
             return None
         try:
@@ -202,19 +218,30 @@ class MeshApp:
         except DecodeError as error:
             return error.code, str(error)
         context = EventContext(envelope, record.topic, record.partition, record.offset, self)
+        outcome = await self._run_handler(handler, event, context)
+        if not broadcast:  # handled, rejected or failed for good: a redelivery changes nothing
+            self._processed.remember(self.consumer_group, envelope.id)
+        return outcome
+
+    async def _run_handler(
+        self, handler: Handler, event: MeshEvent, context: EventContext
+    ) -> tuple[str, str] | None:
+        """Call the handler, retrying failures; a rejection is final at once."""
         for attempt in range(1, self.settings.handler_attempts + 1):
             try:
                 await handler(event, context)
-                break
+            except RejectedEvent as rejection:
+                return "rejected", str(rejection)
             except Exception as error:  # noqa: BLE001  (any handler failure has the same fate)
                 if attempt == self.settings.handler_attempts:
                     return "handler-error", (
                         f"{type(error).__name__}: {error} (after {attempt} attempts)\n"
                         + "".join(traceback.format_exception(error, limit=-3))
                     )
-                log.warning("handler for %s failed (%s), retrying", envelope.type, error)
+                log.warning("handler for %s failed (%s), retrying", context.envelope.type, error)
                 await asyncio.sleep(HANDLER_RETRY_DELAY_SECONDS * attempt)
-        self._processed.remember(self.consumer_group, envelope.id)
+            else:
+                return None
         return None
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], code: str, reason: str) -> None:

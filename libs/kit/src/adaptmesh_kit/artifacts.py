@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
+from pydantic import BaseModel, ValidationError
 
 from adaptmesh_schemas.values import ArtifactRef
+
+DocumentT = TypeVar("DocumentT", bound=BaseModel)
 
 
 class ArtifactError(Exception):
@@ -59,6 +62,44 @@ class ArtifactStore:
                 handle.write(data)
             self._fs.mv(partial, path)
         return ArtifactRef(uri=self._uri(path), sha256=digest, size_bytes=len(data))
+
+    def put_file(self, relative_path: str, data: bytes) -> ArtifactRef:
+        """Write `data` at a readable path (e.g. `models/<domain>/<version>/labels.json`).
+
+        Paths are write-once: the same bytes again are fine, different bytes are refused, so a
+        published URI always means the same content.
+        """
+        path = self._path_inside_root(self._uri(f"{self._root}/{relative_path.lstrip('/')}"))
+        digest = hashlib.sha256(data).hexdigest()
+        if self._fs.exists(path):
+            with self._fs.open(path, "rb") as handle:
+                existing: bytes = handle.read()
+            if hashlib.sha256(existing).hexdigest() != digest:
+                raise ArtifactError(
+                    f"{self._uri(path)} exists with other content; paths are write-once"
+                )
+        else:
+            self._fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            partial = f"{path}.{uuid.uuid4().hex}.partial"
+            with self._fs.open(partial, "wb") as handle:
+                handle.write(data)
+            self._fs.mv(partial, path)
+        return ArtifactRef(uri=self._uri(path), sha256=digest, size_bytes=len(data))
+
+    def put_document(self, document: BaseModel, relative_path: str | None = None) -> ArtifactRef:
+        """Store a pydantic document as JSON (content-addressed unless a path is given)."""
+        data = document.model_dump_json(indent=1).encode()
+        return self.put_bytes(data) if relative_path is None else self.put_file(relative_path, data)
+
+    def get_document(self, ref: ArtifactRef, document_type: type[DocumentT]) -> DocumentT:
+        """Read, verify and validate a JSON document."""
+        data = self.get_bytes(ref)
+        try:
+            return document_type.model_validate_json(data)
+        except ValidationError as error:
+            raise ArtifactError(
+                f"{ref.uri} is not a valid {document_type.__name__}: {error}"
+            ) from None
 
     def get_bytes(self, ref: ArtifactRef) -> bytes:
         """The bytes behind `ref`, after checking they hash to `ref.sha256`."""

@@ -32,7 +32,8 @@ class DeadLetterRecorded(MeshEvent):
     service: str = Field(description="Service that refused it.")
     reason_code: str = Field(
         description="Stable code: invalid-envelope, invalid-header, unknown-type, invalid-json, "
-        "schema-violation, unsupported-version, too-large, wrong-topic, handler-error.",
+        "schema-violation, unsupported-version, too-large, wrong-topic, rejected (valid form, "
+        "unacceptable content, e.g. an unknown label), handler-error.",
     )
     reason: str = Field(description="What is wrong, for people.")
     source: DeadLetterSource = Field(description="Where it came from.")

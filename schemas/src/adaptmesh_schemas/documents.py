@@ -1,0 +1,101 @@
+"""Documents that live in the artifact store and are referenced by events (claim checks).
+
+They are contracts just like events: ingestion writes dataset snapshots that training and the
+gate read; training writes model manifests that the gate and serving read; the gate writes
+reports. Like events they ignore unknown fields, so producers can add to them compatibly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from adaptmesh_schemas.events.changes import RecipeChanged
+from adaptmesh_schemas.events.gate import LabelMetrics
+from adaptmesh_schemas.values import BaseModelSpec, Label, Lineage, Sha256, SplitName, Value
+
+
+class DatasetExample(Value):
+    example_id: str = Field(description="Stable id (sha256 of the text unless given).")
+    text: str = Field(description="The text.")
+    label: Label = Field(description="Its label in this version's taxonomy.")
+    split: SplitName = Field(description="train or eval, from a hash of example_id.")
+    source_event_id: str = Field(description="ce_id of the event that brought it.")
+
+
+class MustPassRecord(Value):
+    rule_id: str = Field(description="Rule the case belongs to.")
+    rule_version: str = Field(description="Version of that rule.")
+    case_id: str = Field(description="Case id within the rule.")
+    text: str = Field(description="Input.")
+    expected_label: Label = Field(description="Label the model must give.")
+
+
+class DatasetSnapshot(Value):
+    """One immutable dataset version: everything needed to train and judge a model."""
+
+    format: Literal["adaptmesh.dataset/1"] = Field(
+        default="adaptmesh.dataset/1", description="Format."
+    )
+    domain: str = Field(description="Domain.")
+    parent_version: str | None = Field(default=None, description="Version it derives from.")
+    recipe: RecipeChanged = Field(description="Recipe in force (labels field superseded).")
+    base_model: BaseModelSpec = Field(description="Base model in force.")
+    taxonomy_version: str = Field(description="Taxonomy version in force.")
+    labels: tuple[Label, ...] = Field(description="Labels, in head order.")
+    examples: tuple[DatasetExample, ...] = Field(description="All examples with their split.")
+    must_pass: tuple[MustPassRecord, ...] = Field(default=(), description="Cases in force.")
+    cause_event_ids: tuple[str, ...] = Field(default=(), description="Events folded in.")
+
+
+class ModelFile(Value):
+    path: str = Field(description="Path inside the model directory.")
+    sha256: Sha256 = Field(description="Digest of the file.")
+    size_bytes: int = Field(ge=0, description="Size.")
+
+
+class ModelManifest(Value):
+    """The manifest of a model directory: its files with digests, and where it came from."""
+
+    format: Literal["adaptmesh.model/1"] = Field(
+        default="adaptmesh.model/1", description="Document format and version."
+    )
+    domain: str = Field(description="Domain.")
+    model_version: str = Field(description="Id of the model.")
+    task: Literal["sequence-classification"] = Field(description="Task head.")
+    labels: tuple[Label, ...] = Field(description="Head labels, in order.")
+    files: tuple[ModelFile, ...] = Field(description="Adapter, head, label map, ...")
+    lineage: Lineage = Field(description="Dataset, recipe, base model, parent, code, seed.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Training metrics.")
+
+
+class MustPassOutcome(Value):
+    rule_id: str = Field(description="Rule.")
+    case_id: str = Field(description="Case.")
+    expected_label: Label = Field(description="Expected.")
+    predicted_label: Label = Field(description="What the candidate said.")
+    passed: bool = Field(description="Whether they agree.")
+
+
+class ModelEvaluation(Value):
+    model_version: str = Field(description="Model evaluated.")
+    macro_f1: float = Field(description="Macro-F1 over labels with support.")
+    accuracy: float = Field(description="Accuracy.")
+    per_label: dict[str, LabelMetrics] = Field(description="Per-label metrics.")
+    confusion: dict[str, dict[str, int]] = Field(description="true label -> predicted -> count.")
+    must_pass: tuple[MustPassOutcome, ...] = Field(default=(), description="Must-pass outcomes.")
+
+
+class GateReport(Value):
+    """Why a candidate was approved or rejected."""
+
+    format: Literal["adaptmesh.gate-report/1"] = Field(
+        default="adaptmesh.gate-report/1", description="Format."
+    )
+    domain: str = Field(description="Domain.")
+    dataset_version: str = Field(description="Dataset whose eval split and cases were used.")
+    candidate: ModelEvaluation = Field(description="The candidate's evaluation.")
+    champion: ModelEvaluation | None = Field(default=None, description="The champion's, if any.")
+    approved: bool = Field(description="The decision.")
+    reasons: tuple[str, ...] = Field(description="One line per check, passed or failed.")
