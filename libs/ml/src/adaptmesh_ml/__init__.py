@@ -1,0 +1,1 @@
+"""adaptmesh model code."""

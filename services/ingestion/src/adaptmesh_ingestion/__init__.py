@@ -1,0 +1,1 @@
+"""adaptmesh_ingestion"""
