@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
 from adaptmesh_cli.demo import run_demo
+from adaptmesh_cli.scenario import run_scenario
+from adaptmesh_cli.up import run_up
 from adaptmesh_kit import MeshSettings, create_app
 from adaptmesh_schemas import (
     EVENT_TYPES,
@@ -72,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="adaptmesh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="backbone round trip on an embedded Kafka broker")
+    up_cmd = commands.add_parser("up", help="run the embedded mesh in the foreground")
+    up_cmd.add_argument("--work-dir", type=Path, default=Path(".mesh/up"))
+    up_cmd.add_argument("--serving-port", type=int, default=8080)
+    commands.add_parser("demo", help="the main scenario on the embedded mesh")
+    commands.add_parser("demo-backbone", help="the event backbone round trip only")
     publish_cmd = commands.add_parser(
         "publish", help="publish an event from a JSON file, - = stdin"
     )
@@ -87,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     watch_cmd.add_argument("--from-beginning", action="store_true")
     args = parser.parse_args(argv)
     try:
+        if args.command == "up":
+            otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            return run_up(args.work_dir, args.serving_port, otlp)
         if args.command == "demo":
+            return run_scenario()
+        if args.command == "demo-backbone":
             return asyncio.run(run_demo())
         settings = MeshSettings()
         if args.command == "publish":

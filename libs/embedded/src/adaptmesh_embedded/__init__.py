@@ -7,11 +7,18 @@ from adaptmesh_embedded.kafka import (
     ensure_kafka_jars,
     find_repo_root,
 )
+from adaptmesh_embedded.mesh import SERVICES, EmbeddedMesh, MeshStartError, RunningService
+from adaptmesh_embedded.processes import ManagedProcess
 
 __all__ = [
     "JARS_DIR_ENV",
+    "SERVICES",
     "EmbeddedKafka",
     "EmbeddedKafkaError",
+    "EmbeddedMesh",
+    "ManagedProcess",
+    "MeshStartError",
+    "RunningService",
     "ensure_kafka_jars",
     "find_repo_root",
 ]

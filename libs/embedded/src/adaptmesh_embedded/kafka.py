@@ -12,7 +12,6 @@ import argparse
 import atexit
 import base64
 import contextlib
-import ctypes
 import logging
 import os
 import re
@@ -24,10 +23,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Self
+from typing import Self
+
+from adaptmesh_embedded.processes import ManagedProcess
 
 _log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ _STARTED_MARKER = b"Kafka Server started"
 _HEAP_PATTERN = re.compile(r"\d+[kKmMgG]?")
 _BIND_FAILURE = re.compile(r"failed to bind to 127\.0\.0\.1:(\d+): Address already in use")
 _AUTO_PORT_ATTEMPTS = 3
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class EmbeddedKafkaError(RuntimeError):
@@ -149,38 +149,6 @@ def _properties_text(properties: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _parent_death_signal(parent_pid: int) -> Callable[[], None] | None:
-    """Build a ``preexec_fn`` that makes the kernel SIGKILL the JVM when its parent dies.
-
-    Why this and not the alternatives: ``atexit`` and ``stop()`` cover every orderly exit, but
-    nothing in Python runs when Python is SIGKILLed or crashes, and a watchdog thread dies with
-    it. A shell wrapper polling the parent PID races with PID reuse and must forward signals.
-    ``PR_SET_PDEATHSIG`` is enforced by the kernel, costs nothing and needs no extra process.
-    Its catch is that the "parent" is the *thread* that forked the child, so the JVM is always
-    forked from a dedicated thread that lives exactly as long as the JVM (see ``_launch``).
-    SIGKILL rather than SIGTERM because this path only runs after an abrupt death, where a hung
-    shutdown would leave an orphan; KRaft recovers an unclean log directory on the next start.
-    The prctl symbol is resolved before the fork so the child only makes two syscalls.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    option = ctypes.c_int(_PR_SET_PDEATHSIG)
-    signal_number = ctypes.c_ulong(signal.SIGKILL)
-
-    def arm() -> None:
-        if prctl(option, signal_number) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        # The parent may have died between fork and prctl; then no signal would ever come.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return arm
-
-
 class EmbeddedKafka:
     """One single-node KRaft Kafka (broker and controller in one JVM) bound to 127.0.0.1.
 
@@ -225,12 +193,11 @@ class EmbeddedKafka:
         self._inherit_stdio = inherit_stdio
         self._port: int | None = None
         self._controller_port: int | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._broker: ManagedProcess | None = None
         # Set by the reaper thread once the JVM is reaped. An Event, not Thread.is_alive():
         # on Python 3.11 a join() interrupted by Ctrl-C/SIGTERM marks the still-running thread
         # as stopped (the bpo-45274 fix releases that thread's lock), so stop() would skip the
         # orderly shutdown and leave the JVM to the parent-death SIGKILL.
-        self._exited: threading.Event | None = None
         self._lock = threading.Lock()
 
     # -- public surface -------------------------------------------------------------------
@@ -253,11 +220,11 @@ class EmbeddedKafka:
     @property
     def pid(self) -> int | None:
         """PID of the JVM, which also leads its own process group."""
-        return None if self._process is None else self._process.pid
+        return None if self._broker is None else self._broker.pid
 
     @property
     def is_running(self) -> bool:
-        return self._exited is not None and not self._exited.is_set()
+        return self._broker is not None and self._broker.is_running
 
     @property
     def log_dir(self) -> Path:
@@ -294,8 +261,8 @@ class EmbeddedKafka:
     def start(self) -> None:
         """Format storage if needed, launch the JVM and block until the broker serves."""
         with self._lock:
-            if self._process is not None:
-                raise EmbeddedKafkaError(f"already started (pid {self._process.pid})")
+            if self._broker is not None:
+                raise EmbeddedKafkaError(f"already started (pid {self._broker.pid})")
             java = shutil.which("java")
             if java is None:
                 raise EmbeddedKafkaError("java (17 or newer) is not on PATH")
@@ -350,11 +317,8 @@ class EmbeddedKafka:
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Block until the JVM exits (or ``timeout``); return its exit code, None if running."""
-        exited = self._exited
-        if exited is not None:
-            exited.wait(timeout)
-        process = self._process
-        return None if process is None else process.returncode
+        broker = self._broker
+        return None if broker is None else broker.wait(timeout)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -461,53 +425,14 @@ class EmbeddedKafka:
         ]
 
     def _launch(self, command: list[str]) -> None:
-        """Fork the JVM from a thread that lives exactly as long as the JVM.
-
-        ``PR_SET_PDEATHSIG`` fires when the forking *thread* exits; forking from whatever
-        thread called ``start()`` (an executor worker, say) could kill a healthy broker later.
-        The same thread then reaps the JVM and reports it through ``exited``.
-        """
-        launched = threading.Event()
-        exited = threading.Event()
-        failure: list[BaseException] = []
-        preexec = _parent_death_signal(os.getpid())
-        console: IO[bytes] | None = None
-        if not self._inherit_stdio:
-            console = self.console_log.open("ab")
-
-        def run() -> None:
-            try:
-                # The JVM gets its own session so a terminal's Ctrl-C reaches only Python,
-                # which then stops the broker in order, and stop() can signal the whole group.
-                process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                    command,
-                    cwd=self.data_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=console,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=preexec,  # noqa: PLW1509 - only prctl+getppid, see above
-                )
-            except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
-                failure.append(error)
-                launched.set()
-                return
-            finally:
-                if console is not None:
-                    console.close()
-            self._process = process
-            launched.set()
-            try:
-                process.wait()
-            finally:
-                exited.set()
-
-        reaper = threading.Thread(target=run, name="embedded-kafka-reaper", daemon=True)
-        reaper.start()
-        launched.wait()
-        if failure:
-            raise EmbeddedKafkaError(f"could not launch {command[0]}") from failure[0]
-        self._exited = exited
+        """Start the JVM (see `ManagedProcess`: own session, dies with this process)."""
+        self._broker = ManagedProcess(
+            "embedded-kafka",
+            command,
+            cwd=self.data_dir,
+            log_path=None if self._inherit_stdio else self.console_log,
+        )
+        self._broker.start()
 
     def _wait_until_ready(self, log_offset: int, deadline: float) -> None:
         """Wait for "Kafka Server started" in this run's part of the log and an open port.
@@ -575,23 +500,9 @@ class EmbeddedKafka:
         return "\n".join(parts)
 
     def _terminate(self) -> None:
-        process, exited = self._process, self._exited
-        if process is None or exited is None:
-            return
-        if not exited.is_set():
-            self._signal_group(process.pid, signal.SIGTERM)
-            if not exited.wait(self.stop_timeout):
-                _log.warning("Kafka (pid %d) ignored SIGTERM, killing it", process.pid)
-                self._signal_group(process.pid, signal.SIGKILL)
-                exited.wait()
-        self._process = None
-        self._exited = None
-
-    @staticmethod
-    def _signal_group(pgid: int, signum: signal.Signals) -> None:
-        # The reaper may have just collected the JVM; a vanished group is the goal anyway.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signum)
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            broker.stop(self.stop_timeout)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,52 @@
+"""`adaptmesh up`: the embedded mesh in the foreground, for your own Kafka clients."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from adaptmesh_embedded import EmbeddedMesh
+from adaptmesh_schemas import Stream, topic_name
+
+
+def run_up(work_dir: Path, serving_port: int, otlp_endpoint: str | None) -> int:
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    print(f"starting the adaptmesh mesh in {work_dir} (broker, then five services) ...", flush=True)
+    try:
+        with EmbeddedMesh(work_dir, serving_port=serving_port, otlp_endpoint=otlp_endpoint) as mesh:
+            print(
+                "\nadaptmesh is up\n"
+                f"  Kafka bootstrap:  {mesh.bootstrap_servers}\n"
+                f"  publish changes:  {topic_name(Stream.CHANGES)} (CloudEvents binary mode)\n"
+                f"  models ready:     {topic_name(Stream.MODELS_READY)}\n"
+                f"  serving:          {mesh.serving_url}/v1/domains/<domain>/predict\n"
+                f"  traces:           {_trace_target(otlp_endpoint)}\n"
+                f"  artifacts:        {mesh.artifact_root}\n"
+                f"  service logs:     {mesh.log_dir}\n"
+                "Ctrl-C stops everything.",
+                flush=True,
+            )
+            while not stop.wait(0.5):
+                for service in mesh.services:
+                    if not service.process.is_running:
+                        print(f"{service.label} exited; see {service.log_path}", flush=True)
+                        return 1
+            print("stopping: services drain and commit, then the broker stops ...", flush=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("stopped; no process left behind", flush=True)
+    return 0
+
+
+def _trace_target(otlp_endpoint: str | None) -> str:
+    if otlp_endpoint:
+        return f"OTLP/HTTP to {otlp_endpoint} (Jaeger UI on :16686 if that is Jaeger)"
+    return "not exported (set OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://127.0.0.1:4318)"
