@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 KAFKA_JARS := infra/kafka/lib/.complete
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck schemas bench-backbone clean
+.PHONY: setup demo test lint typecheck schemas bench-backbone bench-loop up clean
 
 setup: .venv/.synced $(KAFKA_JARS)
 
@@ -40,3 +40,9 @@ bench-backbone: setup
 
 clean:
 	rm -rf .venv infra/kafka/lib .mesh .pytest_cache .mypy_cache .ruff_cache
+
+bench-loop: setup
+	$(UV) run --frozen python -m bench.loop
+
+up: setup
+	$(UV) run --frozen adaptmesh up

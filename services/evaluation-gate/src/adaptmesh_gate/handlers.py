@@ -150,6 +150,9 @@ class Gate:
         return snapshot
 
     async def _dataset_ref(self, domain: str, version: str) -> ArtifactRef | None:
+        known = self._datasets.lookup(domain, version)
+        if known is not None:
+            return known
         # The datasets topic is consumed independently of the training topic: after a restart
         # both replay, and the candidate may come first.
         try:

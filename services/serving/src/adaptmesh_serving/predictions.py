@@ -1,0 +1,164 @@
+"""Answering predictions: the model call, its span, and the sampled inference log.
+
+Tracing rule: the first prediction a model serves in this process continues the trace of the
+`model.ready` record that loaded it (its span is a child of that record's consume span), so one
+trace runs from the user's change event to the first prediction of the model it produced, and
+the `inference.logged` record published for that prediction carries the same trace id. Every
+later prediction gets its own trace: a server span continuing the caller's W3C `traceparent`
+when the request has one, else a new root.
+
+Inference logs are published fire-and-forget: the answer does not depend on them, so a slow or
+unreachable broker must not slow predictions down. Failures are logged; `drain()` waits for
+what is still in flight at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, SpanKind, Tracer
+
+from adaptmesh_schemas.events import InferenceLogged
+from adaptmesh_serving.registry import ModelOrigin, ModelRegistry, PredictionLike, ServedModel
+
+log = logging.getLogger(__name__)
+
+InferencePublisher = Callable[[InferenceLogged, ModelOrigin | None], Awaitable[object]]
+"""Publishes one inference log; the origin is given for a model's first prediction, whose
+log belongs to the chain of the change that produced the model."""
+
+
+class NoModelError(LookupError):
+    """No model serves the domain (yet)."""
+
+    def __init__(self, domain: str, reason: str) -> None:
+        super().__init__(reason)
+        self.domain = domain
+
+
+@dataclass(frozen=True, slots=True)
+class ServedPrediction:
+    """One answer, with the ids a caller needs to refer to it later (feedback)."""
+
+    prediction_id: str
+    domain: str
+    model_version: str
+    label: str
+    confidence: float
+    probabilities: Mapping[str, float]
+
+
+class PredictionService:
+    """Predicts with the model serving a domain, traces it and logs a sample."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        tracer: Tracer,
+        publish: InferencePublisher,
+        sample_rate: float,
+        batch_size: int = 64,
+        sampler: random.Random | None = None,
+    ) -> None:
+        self._registry = registry
+        self._tracer = tracer
+        self._publish = publish
+        self._sample_rate = sample_rate
+        self._batch_size = batch_size
+        # Sampling is statistical, not a secret: a plain PRNG is right.
+        self._sampler = sampler or random.Random()  # noqa: S311
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def predict(
+        self, domain: str, texts: Sequence[str], request_headers: Mapping[str, str]
+    ) -> list[ServedPrediction]:
+        """Predict `texts` with the model serving `domain`; raises `NoModelError`."""
+        served = self._registry.serving(domain)
+        if served is None:
+            raise NoModelError(domain, self._no_model_reason(domain))
+        first_of = served.claim_first_prediction()
+        caller = propagate.extract(request_headers)
+        caller_span = trace.get_current_span(caller).get_span_context()
+        if first_of is not None:
+            parent = propagate.extract(first_of)
+            links = [Link(caller_span)] if caller_span.is_valid else []
+        else:
+            parent, links = caller, []
+        with self._tracer.start_as_current_span(
+            f"predict {domain}",
+            context=parent,
+            kind=SpanKind.SERVER,
+            links=links,
+            attributes={
+                "adaptmesh.domain": domain,
+                "adaptmesh.model_version": served.model_version,
+                "adaptmesh.batch_size": len(texts),
+                "adaptmesh.first_prediction": first_of is not None,
+            },
+        ):
+            predictions = await served.predict(texts, self._batch_size)
+            answers = [self._answer(served, prediction) for prediction in predictions]
+            # Inside the span: each task copies the current context, so the publish span
+            # (and the record's traceparent) belongs to this trace.
+            for answer, prediction in zip(answers, predictions, strict=True):
+                if self._sampled():
+                    self._log_inference(
+                        served, answer, prediction, served.origin if first_of is not None else None
+                    )
+        return answers
+
+    async def drain(self) -> None:
+        """Wait for the inference logs still being published."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def _no_model_reason(self, domain: str) -> str:
+        status = self._registry.status(domain)
+        if status is None or status.last_error is None:
+            return f"no model serves domain {domain!r}: no model.ready has been seen for it"
+        return f"no model serves domain {domain!r}: {status.last_error.reason}"
+
+    def _answer(self, served: ServedModel, prediction: PredictionLike) -> ServedPrediction:
+        return ServedPrediction(
+            prediction_id=str(uuid.uuid4()),
+            domain=served.domain,
+            model_version=served.model_version,
+            label=prediction.label,
+            confidence=prediction.confidence,
+            probabilities=dict(prediction.probabilities),
+        )
+
+    def _sampled(self) -> bool:
+        return self._sample_rate >= 1.0 or self._sampler.random() < self._sample_rate
+
+    def _log_inference(
+        self,
+        served: ServedModel,
+        answer: ServedPrediction,
+        prediction: PredictionLike,
+        origin: ModelOrigin | None,
+    ) -> None:
+        event = InferenceLogged(
+            domain=served.domain,
+            prediction_id=answer.prediction_id,
+            model_version=answer.model_version,
+            label=answer.label,
+            confidence=min(1.0, max(0.0, answer.confidence)),
+            embedding_sketch=tuple(prediction.embedding_sketch),
+        )
+        task = asyncio.create_task(self._publish_logged(event, origin))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _publish_logged(self, event: InferenceLogged, origin: ModelOrigin | None) -> None:
+        try:
+            await self._publish(event, origin)
+        except Exception:
+            log.exception("inference log for prediction %s not published", event.prediction_id)
