@@ -26,7 +26,6 @@ from adaptmesh_kit import ArtifactStore, MeshSettings, create_app
 from adaptmesh_ml import Classifier, evaluate, train_classifier
 from adaptmesh_schemas import Stream, decode_event, read_envelope, topic_name
 from adaptmesh_schemas.documents import DatasetSnapshot
-from adaptmesh_schemas.values import ArtifactRef
 from adaptmesh_schemas.events import (
     DatasetVersioned,
     GateApproved,
@@ -36,6 +35,7 @@ from adaptmesh_schemas.events import (
     RetrainRequested,
     TrainingStarted,
 )
+from adaptmesh_schemas.values import ArtifactRef
 
 MILESTONES = (
     (DatasetVersioned, "ingestion: dataset version written"),
