@@ -15,13 +15,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 import adaptmesh_schemas.events  # noqa: F401  (registers every event)
+from adaptmesh_schemas.documents import DatasetSnapshot, GateReport, ModelManifest
 from adaptmesh_schemas.topics import TOPIC_SPECS, Stream, topic_name
 from adaptmesh_schemas.versioning import EVENT_TYPES, MeshEvent, events_on
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2]
+# Artifact documents referenced by events (claim checks) are contracts too.
+DOCUMENTS: tuple[type[BaseModel], ...] = (DatasetSnapshot, ModelManifest, GateReport)
 JSONSCHEMA_DIR = "jsonschema"
 ASYNCAPI_FILE = "asyncapi.json"
 
@@ -143,9 +147,21 @@ def asyncapi_document() -> dict[str, Any]:
     }
 
 
+def document_json_schema(cls: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"urn:adaptmesh:document:{cls.__name__}",
+        **cls.model_json_schema(mode="validation"),
+    }
+
+
 def render_all() -> dict[str, str]:
     """Relative path under `schemas/` -> file text, for every generated file."""
     files = {_file_name(cls): _dump(event_json_schema(cls)) for cls in EVENT_TYPES.values()}
+    files |= {
+        f"{JSONSCHEMA_DIR}/document.{cls.__name__}.json": _dump(document_json_schema(cls))
+        for cls in DOCUMENTS
+    }
     files[ASYNCAPI_FILE] = _dump(asyncapi_document())
     return files
 

@@ -1,0 +1,223 @@
+"""The HTTP API: predictions, what is loaded, health and readiness.
+
+`create_api` takes everything it serves from (`ServingRuntime`) as an argument, so tests drive
+it with a registry of their own and no broker.
+"""
+
+# No `from __future__ import annotations` here: FastAPI resolves the request model, which is
+# built per app from the limits in settings, from the endpoint's annotations at definition time.
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Self
+
+from fastapi import FastAPI, HTTPException, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from adaptmesh_schemas.values import ArtifactRef, Lineage
+from adaptmesh_serving.predictions import NoModelError, PredictionService, ServedPrediction
+from adaptmesh_serving.registry import DomainStatus, ModelRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class ServingRuntime:
+    """What the API answers from."""
+
+    registry: ModelRegistry
+    predictions: PredictionService
+    is_ready: Callable[[], bool]
+    """Whether the start-up read of `mesh.models.ready.v1` has caught up."""
+    is_healthy: Callable[[], Awaitable[bool]]
+    """Whether Kafka answers."""
+    max_batch: int = 64
+    max_text_chars: int = 20_000
+
+
+class PredictionResponse(BaseModel):
+    """One prediction."""
+
+    prediction_id: str = Field(description="Id of this prediction (quote it in feedback).")
+    domain: str = Field(description="The domain asked.")
+    model_version: str = Field(description="The model that answered.")
+    label: str = Field(description="Predicted label.")
+    confidence: float = Field(description="Probability of the predicted label.")
+    probabilities: dict[str, float] = Field(description="Probability of every label.")
+
+    @classmethod
+    def of(cls, answer: ServedPrediction) -> Self:
+        return cls(
+            prediction_id=answer.prediction_id,
+            domain=answer.domain,
+            model_version=answer.model_version,
+            label=answer.label,
+            confidence=answer.confidence,
+            probabilities=dict(answer.probabilities),
+        )
+
+
+class BatchPredictionResponse(BaseModel):
+    """Predictions for `texts`, in order."""
+
+    predictions: list[PredictionResponse] = Field(description="One per text, in order.")
+
+
+class ReadyRecordView(BaseModel):
+    """The `model.ready` record the model was loaded from."""
+
+    event_id: str = Field(description="Its ce_id.")
+    correlation_id: str = Field(description="The change event that led to this model.")
+    partition: int = Field(description="Partition of mesh.models.ready.v1.")
+    offset: int = Field(description="Offset in that partition.")
+
+
+class LoadErrorView(BaseModel):
+    """The last model that could not replace the one serving."""
+
+    model_version: str = Field(description="The model that failed to load.")
+    artifact: ArtifactRef = Field(description="Its manifest reference.")
+    reason: str = Field(description="Why it was not loaded.")
+    event_id: str = Field(description="ce_id of its model.ready record.")
+    offset: int = Field(description="Offset of that record.")
+    failed_at: datetime = Field(description="When loading failed.")
+
+
+class ModelStatusResponse(BaseModel):
+    """What serves a domain in this replica. Model fields are null when none loaded."""
+
+    domain: str = Field(description="The domain.")
+    model_version: str | None = Field(description="The model serving it.")
+    labels: list[str] = Field(description="Its labels, in head order.")
+    artifact: ArtifactRef | None = Field(description="Its manifest: URI and sha256.")
+    lineage: Lineage | None = Field(
+        description="Dataset version, recipe version, base model, parent model, seed, ..."
+    )
+    gate_report: ArtifactRef | None = Field(description="The report that approved it.")
+    loaded_at: datetime | None = Field(description="When this replica loaded it.")
+    ready_record: ReadyRecordView | None = Field(description="Where it was announced.")
+    last_error: LoadErrorView | None = Field(
+        description="The last model.ready whose model could not be loaded since this one."
+    )
+
+    @classmethod
+    def of(cls, state: DomainStatus) -> Self:
+        served, failure = state.served, state.last_error
+        return cls(
+            domain=state.domain,
+            model_version=served.model_version if served else None,
+            labels=list(served.ready.labels) if served else [],
+            artifact=served.ready.artifact if served else None,
+            lineage=served.ready.lineage if served else None,
+            gate_report=served.ready.gate_report if served else None,
+            loaded_at=served.loaded_at if served else None,
+            ready_record=ReadyRecordView(
+                event_id=served.origin.event_id,
+                correlation_id=served.origin.correlation_id,
+                partition=served.origin.partition,
+                offset=served.origin.offset,
+            )
+            if served
+            else None,
+            last_error=LoadErrorView(
+                model_version=failure.model_version,
+                artifact=ArtifactRef(uri=failure.artifact_uri, sha256=failure.artifact_sha256),
+                reason=failure.reason,
+                event_id=failure.event_id,
+                offset=failure.offset,
+                failed_at=failure.failed_at,
+            )
+            if failure
+            else None,
+        )
+
+
+class ReadinessResponse(BaseModel):
+    ready: bool = Field(description="Whether the start-up read of model.ready caught up.")
+    domains: list[str] = Field(description="Domains with a model (or a failed load).")
+
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_api(runtime: ServingRuntime, *, lifespan: Lifespan | None = None) -> FastAPI:
+    """The FastAPI app answering from `runtime`."""
+    text_type = Annotated[
+        str, StringConstraints(min_length=1, max_length=runtime.max_text_chars)
+    ]
+
+    class PredictRequest(BaseModel):
+        """Either one `text` or a batch of `texts`."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        text: text_type | None = Field(default=None, description="One text to classify.")
+        texts: list[text_type] | None = Field(
+            default=None,
+            min_length=1,
+            max_length=runtime.max_batch,
+            description=f"Up to {runtime.max_batch} texts to classify in one call.",
+        )
+
+        @model_validator(mode="after")
+        def _one_of(self) -> Self:
+            if (self.text is None) == (self.texts is None):
+                raise ValueError("give exactly one of `text` or `texts`")
+            return self
+
+    api = FastAPI(
+        title="adaptmesh serving",
+        summary="Predictions from each domain's production model.",
+        lifespan=lifespan,
+    )
+
+    @api.post(
+        "/v1/domains/{domain}/predict",
+        responses={404: {"description": "No model serves this domain (yet)."}},
+    )
+    async def predict(
+        domain: str, body: PredictRequest, request: Request
+    ) -> PredictionResponse | BatchPredictionResponse:
+        """Classify `text` (one answer) or `texts` (one answer each, in order)."""
+        texts = [body.text] if body.text is not None else list(body.texts or [])
+        try:
+            answers = await runtime.predictions.predict(domain, texts, dict(request.headers))
+        except NoModelError as error:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from None
+        if body.text is not None:
+            return PredictionResponse.of(answers[0])
+        return BatchPredictionResponse(predictions=[PredictionResponse.of(a) for a in answers])
+
+    @api.get(
+        "/v1/domains/{domain}/model",
+        responses={404: {"description": "No model.ready has been seen for this domain."}},
+    )
+    async def model(domain: str) -> ModelStatusResponse:
+        """The model serving `domain` in this replica, its lineage, and the last load error."""
+        state = runtime.registry.status(domain)
+        if state is None:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND,
+                detail=f"no model.ready has been seen for domain {domain!r}",
+            )
+        return ModelStatusResponse.of(state)
+
+    @api.get("/health", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+    async def health() -> Response:
+        """204 when Kafka answers, 503 when it does not."""
+        if await runtime.is_healthy():
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        return Response(status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    @api.get(
+        "/ready",
+        responses={503: {"model": ReadinessResponse, "description": "Still catching up."}},
+    )
+    async def ready(response: Response) -> ReadinessResponse:
+        """200 once every model.ready present at start-up has been read, 503 before."""
+        is_ready = runtime.is_ready()
+        if not is_ready:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return ReadinessResponse(ready=is_ready, domains=runtime.registry.domains())
+
+    return api
