@@ -270,7 +270,9 @@ def test_a_later_invalid_operation_rejects_the_whole_change(started: DomainState
         apply(
             started,
             taxonomy(
-                LabelAdded(label="ship"), LabelRenamed(from_label="gold", to_label="x"), version="t9"
+                LabelAdded(label="ship"),
+                LabelRenamed(from_label="gold", to_label="x"),
+                version="t9",
             ),
         )
     assert "to taxonomy version 't9'" in str(rejected.value)
@@ -337,7 +339,7 @@ def test_the_rejection_truncates_long_texts_and_long_lists(started: DomainState)
         apply(started, batch(*examples, ("corn", "grain")))
     reason = str(rejected.value)
     assert "13 of 14 examples" in reason
-    assert "example id-0 'A very very very very very very very very…' -> 'metals'" in reason
+    assert "example id-0 'A very very very very very very very ve…' -> 'metals'" in reason
     assert "id-9 " in reason
     assert "id-10 " not in reason
     assert "and 3 more" in reason
