@@ -113,6 +113,7 @@ def build_app(
         InferenceMonitor(
             build_detectors(settings.drift_detectors, settings.thresholds()),
             settings.drift_window_size,
+            settings.drift_test_every,
         ),
         ReferenceBook(),
         wake_relay=app.relay.wake,

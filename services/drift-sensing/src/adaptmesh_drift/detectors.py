@@ -155,7 +155,7 @@ class LabelChiSquared:
             {label for label, count in reference.per_label.items() if count > 0}
             | {label for label, count in window.label_counts.items() if count > 0}
         )
-        if size == 0 or len(labels) < 2:  # noqa: PLR2004  (a test needs two categories)
+        if size == 0 or len(labels) < 2:  # a test needs two categories
             return Finding(self.name, 0.0, 1.0, self.threshold, drifted=False, window_size=size)
         observed = np.array([window.label_counts.get(label, 0) for label in labels], dtype=float)
         reference_counts = np.array(

@@ -32,7 +32,7 @@ class OutboxRelay:
         self._publish = publish
         self._flush_on_stop = flush_on_stop
         self._wake = asyncio.Event()
-        self._stopping = False
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.published_count = 0
 
@@ -43,7 +43,7 @@ class OutboxRelay:
     def start(self) -> None:
         if self.running:
             return
-        self._stopping = False
+        self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox-relay")
 
@@ -53,7 +53,7 @@ class OutboxRelay:
         task, self._task = self._task, None
         if task is None:
             return
-        self._stopping = True
+        self._stopping.set()
         self._wake.set()
         try:
             await asyncio.wait_for(task, STOP_TIMEOUT_SECONDS)
@@ -67,11 +67,11 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         failures = 0
-        while not self._stopping:
+        while not self._stopping.is_set():
             self._wake.clear()
             try:
                 for pending in self.scheduler.due():
-                    if self._stopping:
+                    if self._stopping.is_set():
                         return
                     await self._send(pending)
                 failures = 0

@@ -32,6 +32,12 @@ class DriftSettings(MeshSettings):
         ge=2,
         description="Inference records per domain in the sliding window the detectors test.",
     )
+    drift_test_every: int = Field(
+        default=20,
+        ge=1,
+        description="A full window is tested again after this many new records (testing "
+        "after each one repeats nearly the same test and inflates false alarms).",
+    )
     drift_p_threshold: float = Field(
         default=0.001,
         gt=0,
@@ -42,8 +48,7 @@ class DriftSettings(MeshSettings):
         default=0.5,
         ge=0,
         le=1,
-        description="A window whose mean confidence is below this reports drift "
-        "(confidence-drop).",
+        description="A window whose mean confidence is below this reports drift (confidence-drop).",
     )
     drift_detectors: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("label-chi2", "confidence-drop"),
