@@ -142,9 +142,7 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 def create_api(runtime: ServingRuntime, *, lifespan: Lifespan | None = None) -> FastAPI:
     """The FastAPI app answering from `runtime`."""
-    text_type = Annotated[
-        str, StringConstraints(min_length=1, max_length=runtime.max_text_chars)
-    ]
+    text_type = Annotated[str, StringConstraints(min_length=1, max_length=runtime.max_text_chars)]
 
     class PredictRequest(BaseModel):
         """Either one `text` or a batch of `texts`."""

@@ -73,7 +73,7 @@ class PredictionService:
         self._sample_rate = sample_rate
         self._batch_size = batch_size
         # Sampling is statistical, not a secret: a plain PRNG is right.
-        self._sampler = sampler or random.Random()  # noqa: S311
+        self._sampler = sampler or random.Random()
         self._pending: set[asyncio.Task[None]] = set()
 
     async def predict(
@@ -145,20 +145,27 @@ class PredictionService:
         prediction: PredictionLike,
         origin: ModelOrigin | None,
     ) -> None:
-        event = InferenceLogged(
-            domain=served.domain,
-            prediction_id=answer.prediction_id,
-            model_version=answer.model_version,
-            label=answer.label,
-            confidence=min(1.0, max(0.0, answer.confidence)),
-            embedding_sketch=tuple(prediction.embedding_sketch),
-        )
-        task = asyncio.create_task(self._publish_logged(event, origin))
+        task = asyncio.create_task(self._publish_logged(served, answer, prediction, origin))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _publish_logged(self, event: InferenceLogged, origin: ModelOrigin | None) -> None:
+    async def _publish_logged(
+        self,
+        served: ServedModel,
+        answer: ServedPrediction,
+        prediction: PredictionLike,
+        origin: ModelOrigin | None,
+    ) -> None:
         try:
+            event = InferenceLogged(
+                domain=served.domain,
+                prediction_id=answer.prediction_id,
+                model_version=answer.model_version,
+                label=answer.label,
+                confidence=min(1.0, max(0.0, answer.confidence)),
+                embedding_sketch=tuple(prediction.embedding_sketch),
+            )
             await self._publish(event, origin)
         except Exception:
-            log.exception("inference log for prediction %s not published", event.prediction_id)
+            # The caller has its answer; a log that cannot be built or sent must not undo it.
+            log.exception("inference log for prediction %s not published", answer.prediction_id)

@@ -1,0 +1,126 @@
+"""The registry's swap and no-rollback rules, and a served model's exclusive predictions."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from adaptmesh_serving.registry import LoadDecision, ModelOrigin, ModelRegistry, ServedModel
+from tests.unit.adaptmesh_serving.fakes import DOMAIN, FakeClassifier, model_ready, origin
+
+
+def registry_serving(version: str, offset: int) -> ModelRegistry:
+    registry = ModelRegistry()
+    registry.install(FakeClassifier(version), model_ready(version), origin(offset))
+    return registry
+
+
+def test_a_domain_without_a_model_loads_the_first_one() -> None:
+    assert ModelRegistry().decide(model_ready("v1"), origin(0)) is LoadDecision.LOAD
+
+
+def test_a_newer_record_with_another_version_replaces_the_model() -> None:
+    registry = registry_serving("v1", offset=3)
+    assert registry.decide(model_ready("v2"), origin(4)) is LoadDecision.LOAD
+    registry.install(FakeClassifier("v2"), model_ready("v2"), origin(4))
+    served = registry.serving(DOMAIN)
+    assert served is not None
+    assert served.model_version == "v2"
+
+
+def test_an_older_record_never_rolls_back() -> None:
+    registry = registry_serving("v2", offset=7)
+    assert registry.decide(model_ready("v1"), origin(5)) is LoadDecision.STALE
+    with pytest.raises(ValueError, match="stale"):
+        registry.install(FakeClassifier("v1"), model_ready("v1"), origin(5))
+    served = registry.serving(DOMAIN)
+    assert served is not None
+    assert served.model_version == "v2"
+
+
+def test_the_same_record_or_the_same_model_again_changes_nothing() -> None:
+    registry = registry_serving("v1", offset=3)
+    assert registry.decide(model_ready("v1"), origin(3)) is LoadDecision.ALREADY_SERVING
+    # Republished (new record, same version and manifest digest): no reload.
+    assert registry.decide(model_ready("v1"), origin(9)) is LoadDecision.ALREADY_SERVING
+    # Same version name, other manifest: a different model, so it loads.
+    other = model_ready("v1", sha256="b" * 64)
+    assert registry.decide(other, origin(9)) is LoadDecision.LOAD
+
+
+def test_a_superseded_version_in_a_newer_record_is_a_re_promotion() -> None:
+    # After compaction a fresh replica sees only the newer record and serves v1; a replica
+    # that read the whole log must agree with it.
+    registry = registry_serving("v1", offset=1)
+    registry.install(FakeClassifier("v2"), model_ready("v2"), origin(2))
+    assert registry.decide(model_ready("v1"), origin(3)) is LoadDecision.LOAD
+
+
+def test_records_on_another_partition_cannot_be_ordered_and_are_not_stale() -> None:
+    registry = registry_serving("v1", offset=10)
+    assert registry.decide(model_ready("v2"), origin(0, partition=1)) is LoadDecision.LOAD
+
+
+def test_domains_are_independent() -> None:
+    registry = registry_serving("v1", offset=10)
+    other = model_ready("w1", domain="legal-docs")
+    assert registry.decide(other, origin(0)) is LoadDecision.LOAD
+    registry.install(FakeClassifier("w1"), other, origin(0))
+    assert registry.domains() == ["fin-news", "legal-docs"]
+
+
+def test_a_failure_is_reported_until_a_newer_model_loads() -> None:
+    clock_time = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    registry = ModelRegistry(clock=lambda: clock_time)
+    assert registry.status(DOMAIN) is None
+
+    registry.record_failure(model_ready("v1"), origin(0), "digest mismatch")
+    status = registry.status(DOMAIN)
+    assert status is not None
+    assert status.served is None
+    assert status.last_error is not None
+    assert status.last_error.reason == "digest mismatch"
+    assert status.last_error.failed_at == clock_time
+    assert registry.domains() == [DOMAIN]
+
+    registry.install(FakeClassifier("v2"), model_ready("v2"), origin(1))
+    status = registry.status(DOMAIN)
+    assert status is not None
+    assert status.last_error is None
+    assert status.served is not None
+    assert status.served.loaded_at == clock_time
+
+    registry.record_failure(model_ready("v3"), origin(2), "missing file")
+    status = registry.status(DOMAIN)
+    assert status is not None
+    assert status.served is not None
+    assert status.served.model_version == "v2", "a failed load keeps the model serving"
+    assert status.last_error is not None
+    assert status.last_error.model_version == "v3"
+
+
+def test_only_the_first_prediction_gets_the_loading_trace() -> None:
+    carrier = {"traceparent": f"00-{'1' * 32}-{'2' * 16}-01"}
+    loaded_from = ModelOrigin(0, 0, "event-1", "change-1", carrier)
+    served = ServedModel(FakeClassifier("v1"), model_ready("v1"), loaded_from, datetime.now(UTC))
+    assert served.claim_first_prediction() == carrier
+    assert served.claim_first_prediction() is None
+
+
+async def test_predictions_run_off_the_event_loop_one_at_a_time() -> None:
+    gate = threading.Event()
+    classifier = FakeClassifier("v1", gate=gate)
+    served = ServedModel(classifier, model_ready("v1"), origin(0), datetime.now(UTC))
+    first = asyncio.create_task(served.predict(["crude oil"], batch_size=8))
+    second = asyncio.create_task(served.predict(["wheat harvest"], batch_size=8))
+    await asyncio.sleep(0.2)
+    # The loop is free while the model works, and the second call waits its turn.
+    assert classifier.calls == [["crude oil"]]
+    gate.set()
+    one, two = await asyncio.gather(first, second)
+    assert [p.label for p in one] == ["crude"]
+    assert [p.label for p in two] == ["grain"]
+    assert threading.get_ident() not in classifier.threads

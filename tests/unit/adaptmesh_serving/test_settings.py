@@ -1,0 +1,38 @@
+"""Serving's own settings come from `MESH_SERVING_*`; typos there are errors."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from adaptmesh_serving.settings import ServingSettings
+
+
+def test_defaults() -> None:
+    settings = ServingSettings()
+    assert (settings.serving_host, settings.serving_port) == ("127.0.0.1", 8080)
+    assert settings.serving_inference_sample_rate == 1.0
+    assert settings.serving_max_batch == 64
+    assert settings.serving_max_text_chars == 20_000
+
+
+def test_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESH_SERVING_PORT", "9000")
+    monkeypatch.setenv("MESH_SERVING_INFERENCE_SAMPLE_RATE", "0.1")
+    settings = ServingSettings()
+    assert settings.serving_port == 9000
+    assert settings.serving_inference_sample_rate == 0.1
+
+
+def test_a_typo_in_a_serving_variable_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESH_SERVING_PROT", "9000")
+    with pytest.raises(ValidationError, match="MESH_SERVING_PROT"):
+        ServingSettings()
+
+
+@pytest.mark.parametrize(
+    "field", [{"serving_inference_sample_rate": 1.5}, {"serving_max_batch": 0}]
+)
+def test_out_of_range_values_are_rejected(field: dict[str, float]) -> None:
+    with pytest.raises(ValidationError):
+        ServingSettings(**field)  # type: ignore[arg-type]
