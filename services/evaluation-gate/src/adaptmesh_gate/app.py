@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from adaptmesh_gate.champions import Champions
 from adaptmesh_gate.datasets import DatasetRegistry
-from adaptmesh_gate.evaluation import ClassifierEvaluator, Evaluator
+from adaptmesh_gate.evaluation import Evaluator
 from adaptmesh_gate.handlers import Gate
 from adaptmesh_gate.settings import GateSettings
 from adaptmesh_gate.topic_ends import end_offsets
@@ -19,6 +19,12 @@ def build_app(settings: GateSettings, *, evaluator: Evaluator | None = None) -> 
     """The evaluation gate. `evaluator` defaults to loading real classifiers from the
     artifact store; tests pass their own to judge prepared evaluations."""
     app = create_app(settings, SERVICE)
+    if evaluator is None:
+        # Imported here: the model stack takes seconds to load and tests that bring their own
+        # evaluator do not need it.
+        from adaptmesh_gate.classifiers import ClassifierEvaluator  # noqa: PLC0415
+
+        evaluator = ClassifierEvaluator(app.artifacts)
     state = settings.state_dir
     datasets = DatasetRegistry(state / f"{SERVICE}.datasets.sqlite3" if state else None)
 
@@ -28,7 +34,7 @@ def build_app(settings: GateSettings, *, evaluator: Evaluator | None = None) -> 
     gate = Gate(
         app,
         settings=settings,
-        evaluator=evaluator or ClassifierEvaluator(app.artifacts),
+        evaluator=evaluator,
         datasets=datasets,
         champions=Champions(),
         end_offsets=models_ready_end,

@@ -1,18 +1,17 @@
 """Evaluating a model from the artifact store on a dataset's eval split and must-pass cases.
 
-The gate takes the evaluator as a parameter: the real one loads classifiers with
-`adaptmesh_ml`; component tests hand in a function that returns prepared evaluations.
+The gate takes the evaluator as a parameter: the real one (`classifiers.ClassifierEvaluator`)
+loads classifiers with `adaptmesh_ml`; component tests hand in a function that returns
+prepared evaluations. This module stays free of the model stack, which takes seconds to import.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
 
-from adaptmesh_kit import ArtifactStore
-from adaptmesh_ml import Classifier, evaluate
 from adaptmesh_schemas.documents import (
     DatasetExample,
     DatasetSnapshot,
@@ -20,6 +19,8 @@ from adaptmesh_schemas.documents import (
     MustPassRecord,
 )
 from adaptmesh_schemas.values import ArtifactRef
+
+ModelT = TypeVar("ModelT")
 
 
 class Evaluator(Protocol):
@@ -44,40 +45,28 @@ def eval_split(snapshot: DatasetSnapshot) -> tuple[DatasetExample, ...]:
     return tuple(example for example in snapshot.examples if example.split == "eval")
 
 
-class ClassifierEvaluator:
-    """The real evaluator: loads classifiers (verifying every digest) and runs them.
+class LoadedModels(Generic[ModelT]):
+    """The last `per_domain` models used in each domain, loaded once, keyed by manifest digest.
 
-    Loading costs seconds, so the last `models_per_domain` models used per domain stay loaded.
-    Two is exactly enough to keep the champion across rounds: each round uses the champion and
-    then a candidate, so the least recently used one is the previous round's loser.
+    Two per domain keep the champion loaded across rounds as long as each round uses the
+    champion before the candidate: when the next candidate loads, the least recently used
+    model is then the previous round's loser (or the replaced champion), never the champion.
     """
 
-    def __init__(self, store: ArtifactStore, models_per_domain: int = 2) -> None:
-        self._store = store
-        self._models_per_domain = models_per_domain
-        self._loaded: dict[str, OrderedDict[str, Classifier]] = {}
+    def __init__(self, load: Callable[[ArtifactRef], ModelT], per_domain: int = 2) -> None:
+        self._load = load
+        self._per_domain = per_domain
+        self._loaded: dict[str, OrderedDict[str, ModelT]] = {}
         self._lock = threading.Lock()
 
-    def __call__(
-        self,
-        domain: str,
-        model: ArtifactRef,
-        examples: Sequence[DatasetExample],
-        must_pass: Sequence[MustPassRecord],
-        /,
-    ) -> ModelEvaluation:
-        return evaluate(self.classifier(domain, model), examples, must_pass)
-
-    def classifier(self, domain: str, model: ArtifactRef) -> Classifier:
-        """The loaded classifier for `model`, from the cache when it is there."""
+    def get(self, domain: str, model: ArtifactRef) -> ModelT:
+        """The loaded model behind `model`, loading it on a miss."""
         with self._lock:
             loaded = self._loaded.setdefault(domain, OrderedDict())
             # The manifest digest pins every file the manifest lists: it is the model's identity.
-            classifier = loaded.get(model.sha256)
-            if classifier is None:
-                classifier = Classifier.load(self._store, model)
-                loaded[model.sha256] = classifier
-                while len(loaded) > self._models_per_domain:
+            if model.sha256 not in loaded:
+                loaded[model.sha256] = self._load(model)
+                while len(loaded) > self._per_domain:
                     loaded.popitem(last=False)
             loaded.move_to_end(model.sha256)
-            return classifier
+            return loaded[model.sha256]

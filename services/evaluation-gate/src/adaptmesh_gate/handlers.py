@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from adaptmesh_gate.champions import Champions
@@ -20,7 +21,7 @@ from adaptmesh_kit import (
     RejectedEvent,
 )
 from adaptmesh_schemas import Stream
-from adaptmesh_schemas.documents import DatasetSnapshot, ModelEvaluation
+from adaptmesh_schemas.documents import DatasetSnapshot
 from adaptmesh_schemas.events import DatasetVersioned, ModelReady, ModelTrained
 from adaptmesh_schemas.values import ArtifactRef
 
@@ -80,6 +81,17 @@ class Gate:
             return
 
         examples, must_pass = eval_split(snapshot), snapshot.must_pass
+        started = time.perf_counter()
+        # The champion goes first: the evaluator keeps the most recently used models loaded,
+        # and this order makes the champion survive whichever way the candidate fares.
+        # A champion that cannot be loaded is not the candidate's fault: that fails (retried,
+        # then dead-lettered) instead of approving without a comparison.
+        defender: Contender | None = None
+        if champion is not None:
+            champion_evaluation = await asyncio.to_thread(
+                self._evaluate, event.domain, champion.artifact, examples, must_pass
+            )
+            defender = Contender(champion_evaluation, champion.labels)
         try:
             candidate = await asyncio.to_thread(
                 self._evaluate, event.domain, event.artifact, examples, must_pass
@@ -91,28 +103,27 @@ class Gate:
                 f"the artifact {event.artifact.uri} holds model {candidate.model_version}, "
                 f"but the event announces {event.model_version}"
             )
-        # A champion that cannot be loaded is not the candidate's fault: that fails (retried,
-        # then dead-lettered) instead of approving without a comparison.
-        champion_evaluation: ModelEvaluation | None = None
-        defender: Contender | None = None
-        if champion is not None:
-            champion_evaluation = await asyncio.to_thread(
-                self._evaluate, event.domain, champion.artifact, examples, must_pass
-            )
-            defender = Contender(champion_evaluation, champion.labels)
+        evaluation_seconds = time.perf_counter() - started
         approved, reasons = decide(
             snapshot.recipe.gate, Contender(candidate, event.labels), defender
         )
         report = gate_report(
-            event, candidate, champion_evaluation, approved=approved, reasons=reasons
+            event,
+            candidate,
+            defender.evaluation if defender else None,
+            approved=approved,
+            reasons=reasons,
         )
         report_ref = await asyncio.to_thread(self._app.artifacts.put_document, report)
         await context.publish(decision_event(report, report_ref))
         log.info(
-            "%s %s for %s: %s",
+            "%s %s for %s (%d eval examples, %d cases, %.1fs evaluating): %s",
             "approved" if approved else "rejected",
             event.model_version,
             event.domain,
+            len(examples),
+            len(must_pass),
+            evaluation_seconds,
             "; ".join(reasons),
         )
         if approved:

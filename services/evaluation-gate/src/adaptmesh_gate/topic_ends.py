@@ -6,11 +6,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
 async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
-    """The offset the next record of each partition of `topic` will get ({} if no topic)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    """The offset the next record of each partition of `topic` will get."""
+    # Naming the topic makes start() wait for its metadata (the partition list); no group is
+    # joined and nothing is consumed.
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
-        await consumer.topics()  # loads the metadata that partitions_for_topic reads
         partitions = consumer.partitions_for_topic(topic) or set()
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         return {tp.partition: offset for tp, offset in ends.items()}
