@@ -85,9 +85,12 @@ class MeshApp:
         self,
         settings: MeshSettings,
         service: str,
-        tracer_provider: TracerProvider,
-        artifacts: ArtifactStore,
+        tracer_provider: TracerProvider | None = None,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
+        """Defaults: tracing from the `OTEL_*` environment, artifacts at `artifact_root`."""
+        tracer_provider = tracer_provider or tracer_provider_from_env(service)
+        artifacts = artifacts or ArtifactStore(settings.artifact_root)
         self.settings = settings
         self.service = service
         self.source = f"urn:adaptmesh:service:{service}"
@@ -116,6 +119,10 @@ class MeshApp:
         self._offsets = HandledOffsets(settings.commit_interval_ms / 1000)
         self._handlers: dict[Stream, dict[str, Handler]] = {}
         self._broadcast: dict[Stream, bool] = {}
+        self._activities: list[
+            tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]
+        ] = []
+        self._closers: list[Callable[[], Awaitable[None] | None]] = []
         self._started = False
 
     def topic(self, stream: Stream) -> str:
@@ -295,7 +302,9 @@ class MeshApp:
         pending: list[Awaitable[Any]] = []
         for event in events:
             envelope = Envelope.for_event(event, source=self.source, correlation_id=correlation_id)
-            pending.append(await self._send(event, envelope, confirm=False))
+            future = await self._send(event, envelope, confirm=False)
+            if future is not None:  # FastStream's in-memory test broker has nothing to await
+                pending.append(future)
             envelopes.append(envelope)
         await asyncio.gather(*pending)
         return envelopes
@@ -317,18 +326,53 @@ class MeshApp:
 
     # -- life cycle ---------------------------------------------------------------------------
 
+    def while_running(
+        self,
+        start: Callable[[], Awaitable[None]],
+        stop: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Run a background activity (e.g. an outbox relay) exactly while the broker runs:
+        `start` after the broker started, `stop` before it stops (so it can still publish).
+        Works the same under `async with app:` and `app.run()`."""
+        self._activities.append((start, stop))
+
+    def on_close(self, close: Callable[[], Awaitable[None] | None]) -> None:
+        """Release a resource (a state file, a cache) after the broker stopped."""
+        self._closers.append(close)
+
     async def start(self) -> None:
-        if self.settings.provision_topics:
-            await provision_topics(self.settings)
+        await self._before_broker_starts()
         await self.broker.start()
-        self._started = True
+        await self._after_broker_started()
 
     async def stop(self) -> None:
         if self._started:
-            await self._offsets.close()
+            await self._before_broker_stops()
             await self.broker.stop()
-            self._started = False
+        await self._after_broker_stopped()
+
+    async def _before_broker_starts(self) -> None:
+        if self.settings.provision_topics:
+            await provision_topics(self.settings)
+
+    async def _after_broker_started(self) -> None:
+        self._started = True
+        for start, _ in self._activities:
+            await start()
+
+    async def _before_broker_stops(self) -> None:
+        for _, stop in reversed(self._activities):
+            await stop()
+        # Committing needs the consumers still alive.
+        await self._offsets.close()
+
+    async def _after_broker_stopped(self) -> None:
+        self._started = False
         self._processed.close()
+        for close in reversed(self._closers):
+            result = close()
+            if result is not None:
+                await result
         self.tracer_provider.force_flush()
 
     async def __aenter__(self) -> MeshApp:
@@ -346,21 +390,11 @@ class MeshApp:
         return AsgiFastStream(
             self.broker,
             asgi_routes=[("/health", make_ping_asgi(self.broker, timeout=5.0)), *routes],
-            on_startup=[self._on_asgi_startup],
-            # Before the broker stops: committing needs the consumers still alive.
-            on_shutdown=[self._offsets.close],
-            after_shutdown=[self._on_asgi_shutdown],
+            on_startup=[self._before_broker_starts],
+            after_startup=[self._after_broker_started],
+            on_shutdown=[self._before_broker_stops],
+            after_shutdown=[self._after_broker_stopped],
         )
-
-    async def _on_asgi_startup(self) -> None:
-        if self.settings.provision_topics:
-            await provision_topics(self.settings)
-        self._started = True
-
-    async def _on_asgi_shutdown(self) -> None:
-        self._started = False
-        self._processed.close()
-        self.tracer_provider.force_flush()
 
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM, then drain: finish the record in hand and commit."""
@@ -384,12 +418,7 @@ def create_app(
     artifacts: ArtifactStore | None = None,
 ) -> MeshApp:
     """Wire a service: broker, telemetry, dead letters, dedupe, commits, health."""
-    return MeshApp(
-        settings,
-        service,
-        tracer_provider or tracer_provider_from_env(service),
-        artifacts or ArtifactStore(settings.artifact_root),
-    )
+    return MeshApp(settings, service, tracer_provider, artifacts)
 
 
 async def _tolerant_parser(

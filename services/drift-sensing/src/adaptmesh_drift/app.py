@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faststream.asgi import AsgiFastStream
 from faststream.middlewares import AckPolicy
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -26,7 +25,7 @@ from adaptmesh_drift.outbox import Outbox, PendingRequest
 from adaptmesh_drift.relay import OutboxRelay
 from adaptmesh_drift.schedule import Clock, RetrainScheduler
 from adaptmesh_drift.settings import DriftSettings
-from adaptmesh_kit import ArtifactStore, MeshApp, tracer_provider_from_env
+from adaptmesh_kit import ArtifactStore, MeshApp
 from adaptmesh_schemas import Stream
 from adaptmesh_schemas.events import DatasetVersioned, InferenceLogged
 
@@ -44,12 +43,7 @@ class DriftSensingApp(MeshApp):
         tracer_provider: TracerProvider | None = None,
         artifacts: ArtifactStore | None = None,
     ) -> None:
-        super().__init__(
-            settings,
-            SERVICE,
-            tracer_provider or tracer_provider_from_env(SERVICE),
-            artifacts or ArtifactStore(settings.artifact_root),
-        )
+        super().__init__(settings, SERVICE, tracer_provider, artifacts)
         state = settings.state_dir
         self.outbox = Outbox(state / f"{SERVICE}.outbox.sqlite3" if state else None)
         self.scheduler = RetrainScheduler(self.outbox, settings.timing(), clock)
@@ -58,6 +52,10 @@ class DriftSensingApp(MeshApp):
         self.relay = OutboxRelay(
             self.scheduler, self._publish_pending, flush_on_stop=not self.outbox.durable
         )
+        # The relay runs exactly while the broker runs; it stops before the broker so that it
+        # can still publish (and flush).
+        self.while_running(self._start_relay, self.relay.stop)
+        self.on_close(self.outbox.close)
 
     async def _publish_pending(self, pending: PendingRequest) -> None:
         # Published outside the handler that made it: attach the consumed record's trace
@@ -73,28 +71,8 @@ class DriftSensingApp(MeshApp):
         finally:
             otel_context.detach(token)
 
-    async def start(self) -> None:
-        await super().start()
-        self.relay.start()
-
-    async def stop(self) -> None:
-        await self.relay.stop()
-        await super().stop()
-        self.outbox.close()
-
-    def asgi(self, *routes: tuple[str, Any]) -> AsgiFastStream:
-        asgi = super().asgi(*routes)
-        asgi.after_startup(self._start_relay)
-        # Before the broker stops: the relay may still publish (and flush).
-        asgi.on_shutdown(self.relay.stop)
-        asgi.after_shutdown(self._close_outbox)
-        return asgi
-
     async def _start_relay(self) -> None:
         self.relay.start()
-
-    async def _close_outbox(self) -> None:
-        self.outbox.close()
 
 
 def build_app(

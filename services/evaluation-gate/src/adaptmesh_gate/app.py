@@ -27,6 +27,7 @@ def build_app(settings: GateSettings, *, evaluator: Evaluator | None = None) -> 
         evaluator = ClassifierEvaluator(app.artifacts)
     state = settings.state_dir
     datasets = DatasetRegistry(state / f"{SERVICE}.datasets.sqlite3" if state else None)
+    app.on_close(datasets.close)
 
     async def models_ready_end(topic: str) -> dict[int, int]:
         return await end_offsets(settings.kafka_bootstrap_servers, topic)

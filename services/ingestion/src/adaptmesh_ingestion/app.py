@@ -19,6 +19,7 @@ def build_app(settings: IngestionSettings) -> MeshApp:
     """The ingestion service: changes and feedback in, dataset versions out."""
     app = create_app(settings, SERVICE)
     heads = HeadStore(settings.state_dir / HEADS_FILE if settings.state_dir else None)
+    app.on_close(heads.close)
     handlers = IngestionHandlers(DatasetLedger(app.artifacts, heads))
     app.handles(Stream.CHANGES, *CHANGE_EVENTS)(handlers.on_change)
     app.handles(Stream.FEEDBACK, FeedbackSubmitted)(handlers.on_change)
