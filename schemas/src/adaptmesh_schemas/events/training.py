@@ -26,9 +26,13 @@ class TrainingProgress(MeshEvent):
     loss: float = Field(description="Mean training loss since the last report.")
 
 
-@event("model.trained", stream=Stream.TRAINING, version="1.0")
+@event("model.trained", stream=Stream.TRAINING, version="1.1")
 class ModelTrained(MeshEvent):
-    """A candidate exists; the gate decides its fate."""
+    """A candidate exists; the gate decides its fate.
+
+    1.1 added `dataset` (additive): the gate reads the snapshot the candidate was trained on
+    straight from the event instead of keeping its own index of dataset versions.
+    """
 
     run_id: str = Field(description="Run that made it.")
     model_version: str = Field(description="Id of the candidate.")
@@ -37,6 +41,10 @@ class ModelTrained(MeshEvent):
     lineage: Lineage = Field(description="Where it came from.")
     train_metrics: dict[str, float] = Field(
         default_factory=dict, description="Final train metrics."
+    )
+    dataset: ArtifactRef | None = Field(
+        default=None,
+        description="The dataset snapshot trained on (its digest is lineage.dataset_sha256).",
     )
 
 
