@@ -134,7 +134,9 @@ class Gate:
     async def _snapshot(self, event: ModelTrained) -> DatasetSnapshot:
         """The dataset the candidate was trained on: its eval split and must-pass cases."""
         version = event.lineage.dataset_version
-        ref = await self._dataset_ref(event.domain, version)
+        # Since model.trained 1.1 the event carries the claim check itself; the index of
+        # dataset versions is for candidates announced by older trainers.
+        ref = event.dataset or await self._dataset_ref(event.domain, version)
         if ref is None:
             raise RejectedEvent(
                 f"candidate {event.model_version} of {event.domain} names dataset version "
