@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 KAFKA_JARS := infra/kafka/lib/.complete
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck schemas bench-backbone bench-loop up clean
+.PHONY: setup demo demo-backbone test lint typecheck schemas bench-backbone bench-loop up clean
 
 setup: .venv/.synced $(KAFKA_JARS)
 
@@ -21,6 +21,9 @@ $(KAFKA_JARS): infra/kafka/pom.xml
 
 demo: setup
 	$(UV) run --frozen adaptmesh demo
+
+demo-backbone: setup
+	$(UV) run --frozen adaptmesh demo-backbone
 
 test: setup lint typecheck
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
