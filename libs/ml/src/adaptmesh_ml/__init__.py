@@ -4,6 +4,8 @@ Every service that touches a model goes through this package, so a model trained
 training service loads the same way in the evaluation gate and in serving.
 """
 
+# First, before torch is loaded: see _openmp for why idle threads must sleep.
+from adaptmesh_ml import _openmp  # noqa: F401
 from adaptmesh_ml.artifacts import (
     MANIFEST_FILE,
     load_model_files,

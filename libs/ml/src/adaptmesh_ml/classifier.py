@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -119,6 +120,8 @@ class Classifier:
         """Predictions for `texts`, in order."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if not texts:
+            return []
         with self._lock, torch.inference_mode():
             token_ids: list[list[int]] = self._tokenizer(
                 list(texts), truncation=True, max_length=self._max_length
@@ -169,12 +172,12 @@ class Classifier:
         pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
         if self._projection is None or self._projection.shape[0] != pooled.shape[-1]:
             self._projection = sketch_projection(pooled.shape[-1])
-        return pooled @ self._projection
+        sketches: torch.Tensor = pooled @ self._projection
+        return sketches
 
 
 def sketch_projection(hidden_size: int) -> torch.Tensor:
     """The fixed `hidden_size x 16` projection behind every embedding sketch."""
     generator = torch.Generator().manual_seed(_SKETCH_SEED)
-    return torch.randn(hidden_size, SKETCH_DIMENSIONS, generator=generator) / (
-        SKETCH_DIMENSIONS**0.5
-    )
+    gaussian = torch.randn(hidden_size, SKETCH_DIMENSIONS, generator=generator)
+    return gaussian / math.sqrt(SKETCH_DIMENSIONS)

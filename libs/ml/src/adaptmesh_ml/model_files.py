@@ -12,9 +12,11 @@ it outside the mesh) plus the label map:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -116,7 +118,8 @@ def load_peft_classifier(
     labels = labels_from_document(files[LABELS_FILE])
     directory = resolve_base_model(base_model)
     tokenizer = load_tokenizer(base_model, directory)
-    base = load_base_classifier(base_model, directory, labels, tokenizer.pad_token_id)
+    with _quiet_about_the_head():
+        base = load_base_classifier(base_model, directory, labels, tokenizer.pad_token_id)
     with tempfile.TemporaryDirectory(prefix="adaptmesh-adapter-") as adapter_dir:
         # PEFT reads adapters from a directory; it is the canonical, version-tolerant reader.
         for name in (ADAPTER_WEIGHTS_FILE, ADAPTER_CONFIG_FILE):
@@ -124,3 +127,23 @@ def load_peft_classifier(
         model: Any = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False)
     model.eval()
     return cast(torch.nn.Module, model), tokenizer, labels
+
+
+@contextmanager
+def _quiet_about_the_head() -> Iterator[None]:
+    """Silence transformers' "classifier weights newly initialised" report for one load.
+
+    When a trained model is loaded the head comes from the adapter a moment later, so that
+    warning would be false in every serving and gate log.
+    """
+    logger = logging.getLogger("transformers.modeling_utils")
+
+    def errors_only(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+    # A filter, not setLevel: transformers runs extra checks when that logger's level is set.
+    logger.addFilter(errors_only)
+    try:
+        yield
+    finally:
+        logger.removeFilter(errors_only)

@@ -7,7 +7,6 @@ the model in DistributedDataParallel and move batches to the worker's device.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -86,7 +85,7 @@ class _DynamicPaddingCollator:
             return_tensors="pt",
         )
         # A plain dict: Ray's device-moving loader and DDP both expect a Mapping of tensors.
-        tensors: dict[str, torch.Tensor] = {key: value for key, value in encoded.items()}
+        tensors: dict[str, torch.Tensor] = dict(encoded.items())
         tensors["labels"] = torch.tensor([label for _, label in batch], dtype=torch.long)
         return tensors
 
@@ -104,23 +103,15 @@ def train_classifier(
 
     Deterministic for a given seed in one process. Raises `ValueError` when there is nothing to
     train on (no train examples, fewer than two labels, or an example with an unknown label).
-    Labels without train examples keep their initial head row.
+    A label without train examples still gets its head row; softmax pushes it down, so the
+    model learns that label as unlikely until examples arrive.
     """
     if progress_every_steps < 1:
         raise ValueError("progress_every_steps must be at least 1")
     recipe = snapshot.recipe
     settings = recipe.training
     labels = tuple(snapshot.labels)
-    label_ids = {label: index for index, label in enumerate(labels)}
-    if len(labels) < 2:
-        # One output would make transformers treat the task as regression.
-        raise ValueError(f"a classifier needs at least two labels, the snapshot has {labels}")
-    train_examples = [example for example in snapshot.examples if example.split == "train"]
-    if not train_examples:
-        raise ValueError(f"dataset for {snapshot.domain} has no train examples")
-    unknown = sorted({ex.label for ex in train_examples} - set(labels))
-    if unknown:
-        raise ValueError(f"train examples carry labels outside the snapshot's labels: {unknown}")
+    dataset = _train_split(snapshot)
 
     configure_torch_threads()
     world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -142,10 +133,6 @@ def train_classifier(
         # Record the portable id, not this machine's site-packages path.
         peft_model.peft_config["default"].base_model_name_or_path = snapshot.base_model.model_id
 
-        dataset = _LabelledTexts(
-            [example.text for example in train_examples],
-            [label_ids[example.label] for example in train_examples],
-        )
         loader: DataLoader[Any] = DataLoader(
             dataset,
             batch_size=settings.batch_size,
@@ -155,64 +142,33 @@ def train_classifier(
         model: torch.nn.Module = prepare_model(peft_model) if prepare_model else peft_model
         if prepare_data_loader is not None:
             loader = prepare_data_loader(loader)
-        device = next(peft_model.parameters()).device
         optimizer = torch.optim.AdamW(
             [parameter for parameter in peft_model.parameters() if parameter.requires_grad],
             lr=settings.learning_rate,
         )
-
-        steps_per_epoch = len(loader)
-        total_steps = settings.epochs * steps_per_epoch
-        epoch_losses: list[float] = []
-        step = 0
-        reported_loss_sum, reported_steps = 0.0, 0
-        model.train()
         started = time.perf_counter()
-        for epoch in range(1, settings.epochs + 1):
-            sampler = getattr(loader, "sampler", None)
-            if isinstance(sampler, DistributedSampler):
-                sampler.set_epoch(epoch)
-            loss_sum, example_count = 0.0, 0
-            for batch in loader:
-                inputs = {key: value.to(device) for key, value in batch.items()}
-                loss = model(**inputs).loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-
-                step += 1
-                batch_loss = float(loss.detach())
-                batch_size = int(inputs["labels"].shape[0])
-                loss_sum += batch_loss * batch_size
-                example_count += batch_size
-                reported_loss_sum += batch_loss
-                reported_steps += 1
-                due = step % progress_every_steps == 0 or step == total_steps
-                if due and on_progress is not None and world_rank == 0:
-                    on_progress(
-                        TrainingProgress(
-                            epoch=epoch,
-                            step=step,
-                            total_steps=total_steps,
-                            loss=reported_loss_sum / reported_steps,
-                        )
-                    )
-                if due:
-                    reported_loss_sum, reported_steps = 0.0, 0
-            epoch_losses.append(_global_mean(loss_sum, example_count, world_size))
+        epoch_losses, steps = _run_epochs(
+            model,
+            loader,
+            optimizer,
+            epochs=settings.epochs,
+            world_size=world_size,
+            on_progress=on_progress if world_rank == 0 else None,
+            progress_every_steps=progress_every_steps,
+        )
         train_seconds = time.perf_counter() - started
-
         files = _model_files(peft_model, labels)
         trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
 
-    seen = len(train_examples) * settings.epochs
+    seen = len(dataset) * settings.epochs
     metrics = {
         "train_loss": epoch_losses[-1],
         "train_loss_first_epoch": epoch_losses[0],
-        "train_examples": float(len(train_examples)),
-        "train_steps": float(step),
+        "train_examples": float(len(dataset)),
+        "train_steps": float(steps),
         "train_seconds": train_seconds,
-        "train_samples_per_second": seen / train_seconds if train_seconds > 0 else math.inf,
+        # A floor on the clock keeps the metric finite (manifests are JSON: no infinities).
+        "train_samples_per_second": seen / max(train_seconds, 1e-9),
         "trainable_parameters": float(trainable),
     }
     hyperparameters: Hyperparameters = {
@@ -238,6 +194,68 @@ def train_classifier(
     )
 
 
+def _train_split(snapshot: DatasetSnapshot) -> _LabelledTexts:
+    labels = tuple(snapshot.labels)
+    if len(labels) < 2:
+        # One output would make transformers treat the task as regression.
+        raise ValueError(f"a classifier needs at least two labels, the snapshot has {labels}")
+    train_examples = [example for example in snapshot.examples if example.split == "train"]
+    if not train_examples:
+        raise ValueError(f"dataset for {snapshot.domain} has no train examples")
+    unknown = sorted({example.label for example in train_examples} - set(labels))
+    if unknown:
+        raise ValueError(f"train examples carry labels outside the snapshot's labels: {unknown}")
+    label_ids = {label: index for index, label in enumerate(labels)}
+    return _LabelledTexts(
+        [example.text for example in train_examples],
+        [label_ids[example.label] for example in train_examples],
+    )
+
+
+def _run_epochs(
+    model: torch.nn.Module,
+    loader: DataLoader[Any],
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    world_size: int,
+    on_progress: Callable[[TrainingProgress], None] | None,
+    progress_every_steps: int,
+) -> tuple[list[float], int]:
+    """Train; return each epoch's mean loss (over all workers) and the number of steps."""
+    device = next(model.parameters()).device
+    total_steps = epochs * len(loader)
+    epoch_losses: list[float] = []
+    step = 0
+    since_report: list[float] = []
+    model.train()
+    for epoch in range(1, epochs + 1):
+        sampler = getattr(loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        loss_sum, example_count = 0.0, 0
+        for batch in loader:
+            inputs = {key: value.to(device) for key, value in batch.items()}
+            loss = model(**inputs).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+            step += 1
+            batch_loss = float(loss.detach())
+            batch_size = int(inputs["labels"].shape[0])
+            loss_sum += batch_loss * batch_size
+            example_count += batch_size
+            since_report.append(batch_loss)
+            if step % progress_every_steps == 0 or step == total_steps:
+                if on_progress is not None:
+                    mean_loss = sum(since_report) / len(since_report)
+                    on_progress(TrainingProgress(epoch, step, total_steps, mean_loss))
+                since_report.clear()
+        epoch_losses.append(_global_mean(loss_sum, example_count, world_size))
+    return epoch_losses, step
+
+
 def _shuffling_sampler(dataset: _LabelledTexts, seed: int, world_size: int) -> Sampler[int]:
     if world_size > 1:
         # Ray keeps a DistributedSampler it finds, so the shards honour the recipe's seed.
@@ -258,7 +276,8 @@ def _global_mean(loss_sum: float, count: int, world_size: int) -> float:
 
 def _model_files(peft_model: Any, labels: Sequence[str]) -> dict[str, bytes]:
     with tempfile.TemporaryDirectory(prefix="adaptmesh-trained-") as directory:
-        peft_model.save_pretrained(directory)
+        # Never look the base model up on the Hub: the vocabulary is never resized here.
+        peft_model.save_pretrained(directory, save_embedding_layers=False)
         files = {
             name: (Path(directory) / name).read_bytes()
             for name in (ADAPTER_WEIGHTS_FILE, ADAPTER_CONFIG_FILE)
