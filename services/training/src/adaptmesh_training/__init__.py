@@ -1,7 +1,7 @@
 """adaptmesh training service: LoRA fine-tuning under Ray Train, driven by `retrain.requested`.
 
-Importing the package sets Ray's environment defaults (see `ray_defaults`)
-before any module of it imports Ray, because Ray reads some of them once, at import time.
+Importing the package sets Ray's environment defaults (see `ray_defaults`) before any module of
+it imports Ray, because Ray reads some of them once, at import time.
 """
 
 import os
