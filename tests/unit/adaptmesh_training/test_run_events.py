@@ -19,6 +19,7 @@ from adaptmesh_training.run_events import (
 )
 from tests.unit.adaptmesh_training.snapshots import tiny_snapshot
 
+DATASET = ArtifactRef(uri="file:///store/sha256/dd/dataset", sha256="d" * 64)
 REF = ArtifactRef(uri="file:///store/x", sha256="cd" * 32)
 REQUEST = RetrainRequested(
     domain="fin-news", reason=RetrainReason.TAXONOMY, dataset_version="ds-1", dataset=REF
@@ -63,8 +64,10 @@ def test_trained_carries_the_manifest_ref_labels_lineage_and_metrics() -> None:
         artifact=REF,
         trained=trained,
         lineage=lineage,
+        dataset=DATASET,
     )
     assert event.artifact == REF
+    assert event.dataset == DATASET
     assert event.labels == ("a", "b")
     assert event.lineage == lineage
     assert event.train_metrics == {"train_loss": 0.2}

@@ -175,6 +175,7 @@ class MeshApp:
             self.topic(stream),
             group_id=None if broadcast else self.consumer_group,
             auto_offset_reset="earliest" if broadcast else self.settings.auto_offset_reset,
+            max_poll_interval_ms=self.settings.max_poll_interval_ms,
             ack_policy=AckPolicy.MANUAL,
             listener=None if broadcast else CommitOnRevoke(self._offsets),
             parser=_tolerant_parser,

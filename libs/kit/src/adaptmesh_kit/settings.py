@@ -77,6 +77,12 @@ class MeshSettings(BaseSettings):
     commit_interval_ms: int = Field(
         default=200, ge=1, description="How often offsets of handled records are committed."
     )
+    max_poll_interval_ms: int = Field(
+        default=1_800_000,
+        ge=1000,
+        description="Longest a handler may hold a record before the consumer group deems the "
+        "instance dead and gives its partitions away (training runs take minutes).",
+    )
     handler_attempts: int = Field(
         default=3,
         ge=1,

@@ -90,6 +90,7 @@ class TrainingHandlers:
             max_failures=self._settings.training_max_failures,
             progress_every_steps=self._settings.training_progress_every_steps,
             storage_dir=self._storage_dir(),
+            cpus_per_worker=self._settings.cpus_per_worker(),
         )
         try:
             await self._cluster.ready()
@@ -125,6 +126,7 @@ class TrainingHandlers:
                 artifact=artifact,
                 trained=trained,
                 lineage=manifest.lineage,
+                dataset=event.dataset,
             )
         )
         log.info("run %s: model %s at %s", run_id, model_version, artifact.uri)

@@ -48,6 +48,7 @@ def trained_event(
     artifact: ArtifactRef,
     trained: TrainedModel,
     lineage: Lineage,
+    dataset: ArtifactRef,
 ) -> ModelTrained:
     return ModelTrained(
         domain=domain,
@@ -57,6 +58,7 @@ def trained_event(
         labels=trained.labels,
         lineage=lineage,
         train_metrics=trained.metrics,
+        dataset=dataset,
     )
 
 

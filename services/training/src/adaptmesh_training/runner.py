@@ -46,6 +46,7 @@ class RunSpec:
     max_failures: int
     progress_every_steps: int
     storage_dir: Path
+    cpus_per_worker: int = 1
 
 
 class RunProducedNoModelError(RuntimeError):
@@ -92,7 +93,13 @@ def train_on_ray(spec: RunSpec, progress: Queue | None = None) -> TrainedModel:
             "progress": progress,
             "progress_every_steps": spec.progress_every_steps,
         },
-        scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=False),
+        # Ray sets each worker's torch threads to its CPU share: one worker on one CPU would
+        # leave the rest of the machine idle.
+        scaling_config=ScalingConfig(
+            num_workers=spec.workers,
+            use_gpu=False,
+            resources_per_worker={"CPU": spec.cpus_per_worker},
+        ),
         run_config=RunConfig(
             storage_path=str(spec.storage_dir),
             name=spec.run_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 
 from adaptmesh_kit import MeshSettings
@@ -14,8 +16,8 @@ class TrainingSettings(MeshSettings):
     training_workers: int = Field(
         default=1,
         ge=1,
-        description="Ray Train workers per run (each takes one CPU; on a single small machine "
-        "one worker is as fast as two).",
+        description="Ray Train workers per run (on a single small machine one worker with "
+        "every core is as fast as two).",
     )
     training_max_failures: int = Field(
         default=1,
@@ -32,3 +34,14 @@ class TrainingSettings(MeshSettings):
     training_progress_every_steps: int = Field(
         default=5, ge=1, description="Optimiser steps between two training.progress events."
     )
+    training_cpus_per_worker: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPUs (and so torch threads) each Ray Train worker takes; unset: this "
+        "machine's cores shared evenly between the workers.",
+    )
+
+    def cpus_per_worker(self) -> int:
+        if self.training_cpus_per_worker is not None:
+            return self.training_cpus_per_worker
+        return max(1, (os.cpu_count() or 1) // self.training_workers)
