@@ -77,18 +77,7 @@ async def through_the_mesh(
     async with create_app(settings, "bench-user") as user:
         await user.publish(scenario.recipe())
         await asyncio.sleep(3)  # the recipe alone trains nothing; let it settle untimed
-        batch = scenario.first_batch() if per_label == scenario.EXAMPLES_PER_LABEL else None
-        if batch is None:
-            docs = scenario.reuters.sample(
-                scenario.reuters.load("r8", "train"), scenario.R8_LABELS, per_label
-            )
-            batch = scenario.first_batch().model_copy(
-                update={
-                    "examples": tuple(
-                        scenario.LabelledExample(text=d.text, label=d.label) for d in docs
-                    )
-                }
-            )
+        batch = scenario.first_batch(per_label)
         started_ms = time.time() * 1000
         started = time.perf_counter()
         await user.publish(batch)

@@ -89,13 +89,13 @@ def recipe() -> RecipeChanged:
         # macro-F1 from 0.08 to 0.64 on a few hundred Reuters stories (adaptmesh_ml notes).
         training=TrainingSettings(epochs=4, batch_size=16, learning_rate=2e-3, max_length=96),
         # Eval splits here are small (about ten stories a label), so per-label F1 moves by
-        # 0.1 from one run to the next: the regression margin says how much noise to forgive.
-        gate=GatePolicy(min_macro_f1=0.5, max_regression=0.2, require_must_pass=True),
+        # up to 0.17 between two good models (measured): the margin says how much noise to forgive.
+        gate=GatePolicy(min_macro_f1=0.5, max_regression=0.25, require_must_pass=True),
     )
 
 
-def first_batch() -> DataBatchSubmitted:
-    docs = reuters.sample(reuters.load("r8", "train"), R8_LABELS, EXAMPLES_PER_LABEL, max_chars=300)
+def first_batch(per_label: int = EXAMPLES_PER_LABEL) -> DataBatchSubmitted:
+    docs = reuters.sample(reuters.load("r8", "train"), R8_LABELS, per_label, max_chars=300)
     return DataBatchSubmitted(
         domain=DOMAIN,
         batch_id="reuters-r8-initial",
