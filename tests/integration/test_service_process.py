@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,19 +16,13 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from adaptmesh_embedded.mesh import free_port
 from adaptmesh_schemas import Stream, topic_name
 from tests.integration.test_kit_on_kafka import batch
 from tests.meshtest import eventually, read_records, record_of
 from tests.otlp_collector import OtlpCollector
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def health(port: int) -> int | None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from adaptmesh_drift.settings import DriftSettings
+from adaptmesh_embedded.mesh import free_port
 from adaptmesh_schemas import Stream, topic_name
 from tests.integration.adaptmesh_drift.test_drift_on_kafka import (
     header,
@@ -18,7 +19,7 @@ from tests.integration.adaptmesh_drift.test_drift_on_kafka import (
     request_of,
     send,
 )
-from tests.integration.test_service_process import free_port, health
+from tests.integration.test_service_process import health
 from tests.meshtest import eventually, read_records
 from tests.otlp_collector import OtlpCollector
 from tests.unit.adaptmesh_drift.builders import dataset

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from adaptmesh_embedded.mesh import free_port
 from adaptmesh_kit import ArtifactStore, MeshSettings, provision_topics
 from adaptmesh_ml import TrainedModel
 from adaptmesh_schemas import Stream, topic_name
@@ -25,13 +25,6 @@ from tests.otlp_collector import OtlpCollector
 
 pytestmark = pytest.mark.kafka
 REPO = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def wait_until_ready(client: httpx.AsyncClient, service: subprocess.Popen[bytes]) -> None:

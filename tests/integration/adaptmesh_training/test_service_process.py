@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from adaptmesh_embedded.mesh import free_port
 from adaptmesh_kit import ArtifactStore, create_app
 from adaptmesh_schemas import Stream
 from adaptmesh_schemas.events import ModelTrained
@@ -21,7 +22,7 @@ from tests.integration.adaptmesh_training.test_training_on_kafka import (
     training_events,
     training_settings,
 )
-from tests.integration.test_service_process import free_port, health
+from tests.integration.test_service_process import health
 from tests.meshtest import eventually
 from tests.unit.adaptmesh_training.snapshots import tiny_snapshot
 
