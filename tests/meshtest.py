@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,3 +81,16 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 30.0, what:
         while not predicate():
             await asyncio.sleep(0.05)
     assert predicate(), what
+
+
+async def stop_with_sigterm(process: subprocess.Popen[bytes], within: float = 30.0) -> None:
+    """SIGTERM a service process and check it drained and exited promptly.
+
+    uvicorn drains, then re-raises the signal so a supervisor sees why it stopped: exit code 0
+    or -SIGTERM both mean an orderly stop; what the drain did, each test checks itself.
+    """
+    stopping = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    exit_code = await asyncio.to_thread(process.wait, 60)
+    assert exit_code in (0, -signal.SIGTERM), f"exit code {exit_code}"
+    assert time.monotonic() - stopping < within, "shutdown did not drain promptly"

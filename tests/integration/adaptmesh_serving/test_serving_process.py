@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +18,7 @@ from adaptmesh_kit import ArtifactStore, MeshSettings, provision_topics
 from adaptmesh_ml import TrainedModel
 from adaptmesh_schemas import Stream, topic_name
 from tests.integration.adaptmesh_serving.conftest import DOMAIN, saved_model_ready
-from tests.meshtest import body_json, read_records, record_of
+from tests.meshtest import body_json, read_records, record_of, stop_with_sigterm
 from tests.otlp_collector import OtlpCollector
 
 pytestmark = pytest.mark.kafka
@@ -89,11 +87,7 @@ async def test_the_first_prediction_joins_the_model_ready_trace_and_sigterm_drai
                 last = await client.post(f"/v1/domains/{DOMAIN}/predict", json={"text": "wheat"})
                 last_id = last.json()["prediction_id"]
 
-            stopping = time.monotonic()
-            service.send_signal(signal.SIGTERM)
-            exit_code = await asyncio.to_thread(service.wait, 60)
-            assert exit_code in (0, -signal.SIGTERM)
-            assert time.monotonic() - stopping < 30, "shutdown did not drain promptly"
+            await stop_with_sigterm(service)  # the drain's effects are checked below
         finally:
             if service.poll() is None:
                 service.kill()
