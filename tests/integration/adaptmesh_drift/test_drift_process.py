@@ -3,9 +3,7 @@ the outbox relay publishing in the change's trace, a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +18,7 @@ from tests.integration.adaptmesh_drift.test_drift_on_kafka import (
     send,
 )
 from tests.integration.test_service_process import health
-from tests.meshtest import eventually, read_records
+from tests.meshtest import eventually, read_records, stop_with_sigterm
 from tests.otlp_collector import OtlpCollector
 from tests.unit.adaptmesh_drift.builders import dataset
 
@@ -67,9 +65,7 @@ async def test_the_service_process_publishes_the_request_in_the_changes_trace(
             assert header(record, "ce_causationid") == sent
             assert header(record, "traceparent").split("-")[1] == trace_id
 
-            service.send_signal(signal.SIGTERM)
-            exit_code = await asyncio.to_thread(service.wait, 60)
-            assert exit_code in (0, -signal.SIGTERM)
+            await stop_with_sigterm(service)
         finally:
             if service.poll() is None:
                 service.kill()
