@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from adaptmesh_schemas.events.changes import RecipeChanged
+from adaptmesh_schemas.events.changes import RecipeChanged, TaxonomyOperation
 from adaptmesh_schemas.events.gate import LabelMetrics
 from adaptmesh_schemas.values import BaseModelSpec, Label, Lineage, Sha256, SplitName, Value
 
@@ -32,6 +32,25 @@ class MustPassRecord(Value):
     expected_label: Label = Field(description="Label the model must give.")
 
 
+class TaxonomyStep(Value):
+    """One change to a domain's taxonomy: a recipe (a reset) or a taxonomy change.
+
+    A trainer warm-starting from a champion replays the steps made after the champion's to map
+    the champion's head rows onto the current labels (`adaptmesh_ml.head_mapping`).
+    """
+
+    step_id: str = Field(description="ce_id of the change event that made the step.")
+    kind: Literal["recipe", "taxonomy"] = Field(
+        description="recipe: the labels were reset to the recipe's; taxonomy: operations applied."
+    )
+    taxonomy_version: str = Field(description="Taxonomy version after the step.")
+    labels: tuple[Label, ...] = Field(description="Labels after the step, in head order.")
+    operations: tuple[TaxonomyOperation, ...] = Field(
+        default=(),
+        description="The operations of a taxonomy change, in order; empty for a recipe step.",
+    )
+
+
 class DatasetSnapshot(Value):
     """One immutable dataset version: everything needed to train and judge a model."""
 
@@ -47,6 +66,12 @@ class DatasetSnapshot(Value):
     examples: tuple[DatasetExample, ...] = Field(description="All examples with their split.")
     must_pass: tuple[MustPassRecord, ...] = Field(default=(), description="Cases in force.")
     cause_event_ids: tuple[str, ...] = Field(default=(), description="Events folded in.")
+    taxonomy_history: tuple[TaxonomyStep, ...] = Field(
+        default=(),
+        description="Every recipe and taxonomy change applied to the domain, oldest first; the "
+        "last step's labels (if any) are `labels`. A recipe step resets the labels to the "
+        "recipe's. Empty in snapshots written before the field existed.",
+    )
 
 
 class ModelFile(Value):

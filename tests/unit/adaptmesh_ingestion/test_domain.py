@@ -468,6 +468,93 @@ def test_a_merge_that_exceeds_the_cap_keeps_the_newest() -> None:
     assert labelled(state) == [("g2", "commodity"), ("c2", "commodity")]
 
 
+# -- taxonomy history --------------------------------------------------------------------------
+
+
+def history(state: DomainState) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """(step_id, kind, taxonomy_version, labels) of every step, oldest first."""
+    return [
+        (step.step_id, step.kind, step.taxonomy_version, step.labels)
+        for step in state.taxonomy_history
+    ]
+
+
+def test_a_recipe_starts_the_history_with_a_reset_step() -> None:
+    state = apply_change(None, recipe(), "e-recipe")
+    assert history(state) == [("e-recipe", "recipe", "r1", ("grain", "crude", "trade"))]
+    assert state.taxonomy_history[0].operations == ()
+
+
+def test_each_recipe_and_taxonomy_change_appends_a_step_with_its_event_id() -> None:
+    merge = LabelsMerged(sources=("crude", "trade"), into="commodities")
+    state = apply_change(None, recipe(), "e1")
+    state = apply_change(state, taxonomy(LabelAdded(label="fx"), version="t2"), "e2")
+    state = apply_change(state, taxonomy(merge, version="t3"), "e3")
+    state = apply_change(state, recipe(("grain", "fx", "commodities"), version="r2"), "e4")
+    assert history(state) == [
+        ("e1", "recipe", "r1", ("grain", "crude", "trade")),
+        ("e2", "taxonomy", "t2", ("grain", "crude", "trade", "fx")),
+        ("e3", "taxonomy", "t3", ("grain", "fx", "commodities")),
+        ("e4", "recipe", "r2", ("grain", "fx", "commodities")),
+    ]
+    assert [step.operations for step in state.taxonomy_history] == [
+        (),
+        (LabelAdded(label="fx"),),
+        (merge,),
+        (),
+    ]
+    assert state.taxonomy_history[-1].labels == state.labels
+
+
+def test_a_taxonomy_step_keeps_every_operation_in_order(started: DomainState) -> None:
+    operations = (
+        LabelRenamed(from_label="trade", to_label="tariffs"),
+        LabelAdded(label="fx"),
+        LabelRetired(label="grain"),
+    )
+    state = apply_change(started, taxonomy(*operations, version="t9"), "e-tax")
+    step = state.taxonomy_history[-1]
+    assert (step.step_id, step.kind, step.taxonomy_version) == ("e-tax", "taxonomy", "t9")
+    assert step.operations == operations
+    assert step.labels == ("crude", "tariffs", "fx") == state.labels
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        regulation("R", documents=(example("doc", "grain"),), must_pass=(case("c", "x", "crude"),)),
+        base_model(),
+        batch(("more wheat", "grain")),
+        feedback("oil output rose", "trade"),
+    ],
+    ids=["regulation", "base-model", "data", "feedback"],
+)
+def test_other_changes_leave_the_history_alone(started: DomainState, change: Change) -> None:
+    assert apply_change(started, change, "e-other").taxonomy_history == started.taxonomy_history
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        taxonomy(LabelAdded(label="fx"), LabelRetired(label="nope")),
+        taxonomy(LabelRetired(label="crude"), LabelRetired(label="trade")),
+        recipe(("grain", "crude")),
+        recipe(("a", "a")),
+    ],
+    ids=["unknown-label", "too-few-labels", "orphans-data", "repeated-labels"],
+)
+def test_a_rejected_change_adds_no_step(started: DomainState, change: Change) -> None:
+    before = started.taxonomy_history
+    with pytest.raises(ChangeRejected):
+        apply_change(started, change, "e-rejected")
+    assert started.taxonomy_history == before
+    after = apply_change(started, taxonomy(LabelAdded(label="fx")), "e-next")
+    assert [step.step_id for step in after.taxonomy_history] == [
+        *(step.step_id for step in before),
+        "e-next",
+    ]
+
+
 # -- change kinds ------------------------------------------------------------------------------
 
 

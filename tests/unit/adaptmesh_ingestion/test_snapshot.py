@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 
 import pytest
@@ -17,7 +18,7 @@ from adaptmesh_ingestion.snapshot import (
     state_of,
 )
 from adaptmesh_schemas.documents import DatasetSnapshot
-from adaptmesh_schemas.events import LabelAdded
+from adaptmesh_schemas.events import LabelAdded, LabelRenamed
 from adaptmesh_schemas.values import LabelledExample
 from tests.unit.adaptmesh_ingestion.factories import (
     batch,
@@ -171,3 +172,35 @@ def test_a_mismatched_arrival_order_is_refused() -> None:
         state_of(snapshot, [state.examples[0].example_id])
     with pytest.raises(ValueError, match="does not match"):
         state_of(snapshot, [state.examples[0].example_id, "someone-else"])
+
+
+def test_the_taxonomy_history_round_trips_through_the_snapshot() -> None:
+    state = apply_change(
+        state_with(("wheat", "grain"), ("oil", "crude")),
+        taxonomy(LabelAdded(label="fx"), LabelRenamed(from_label="trade", to_label="tariffs")),
+        "e2",
+    )
+    snapshot = snapshot_of(state, parent_version="p", cause_event_ids=("e2",))
+    assert snapshot.taxonomy_history == state.taxonomy_history
+    assert [step.step_id for step in snapshot.taxonomy_history] == ["e0", "e2"]
+    read_back = DatasetSnapshot.model_validate_json(canonical_json(snapshot))
+    assert read_back.taxonomy_history == state.taxonomy_history
+    assert state_of(read_back, [e.example_id for e in state.examples]) == state
+
+
+def test_the_history_is_part_of_the_content_and_so_of_the_digest() -> None:
+    state = state_with(("wheat", "grain"))
+    assert digest(replace(state, taxonomy_history=())) != digest(state)
+
+
+def test_a_snapshot_written_before_the_history_existed_still_reads() -> None:
+    state = state_with(("wheat", "grain"))
+    snapshot = snapshot_of(state, parent_version=None, cause_event_ids=())
+    document = json.loads(canonical_json(snapshot))
+    del document["taxonomy_history"]
+    old = DatasetSnapshot.model_validate(document)
+    assert old.taxonomy_history == ()
+    restored = state_of(old, [e.example_id for e in state.examples])
+    assert restored == replace(state, taxonomy_history=())
+    later = apply_change(restored, taxonomy(LabelAdded(label="fx")), "e5")
+    assert [step.step_id for step in later.taxonomy_history] == ["e5"]

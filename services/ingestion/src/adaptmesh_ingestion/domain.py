@@ -24,6 +24,9 @@ The rules this module enforces (the service README repeats them for users):
   already ingested stay, they are still labelled data).
 * With `recipe.data.max_examples_per_label` set, only the newest examples per label are kept,
   after every change; older ones leave the domain for good.
+* Every accepted recipe and taxonomy change appends a `TaxonomyStep` to the taxonomy history
+  (its event id, the labels after it and, for a taxonomy change, its operations), so a trainer
+  can map a champion's head onto today's labels; no other change touches the history.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import assert_never
 
-from adaptmesh_schemas.documents import MustPassRecord
+from adaptmesh_schemas.documents import MustPassRecord, TaxonomyStep
 from adaptmesh_schemas.events import (
     BaseModelChanged,
     DataBatchSubmitted,
@@ -104,6 +107,8 @@ class DomainState:
     """Unique by id, oldest first (a replaced example counts as new)."""
     must_pass: tuple[MustPassRecord, ...] = ()
     """Sorted by (rule_id, case_id)."""
+    taxonomy_history: tuple[TaxonomyStep, ...] = ()
+    """Every recipe and taxonomy change applied, oldest first."""
 
 
 def default_example_id(text: str) -> str:
@@ -137,7 +142,7 @@ def apply_change(state: DomainState | None, change: Change, event_id: str) -> Do
     Raises `ChangeRejected` when the change cannot apply; `state` is never modified.
     """
     if isinstance(change, RecipeChanged):
-        return _capped(_apply_recipe(state, change))
+        return _capped(_apply_recipe(state, change, event_id))
     if state is None:
         raise ChangeRejected(
             f"{_subject(change)}: the domain has no recipe yet; publish a change.recipe for "
@@ -145,7 +150,7 @@ def apply_change(state: DomainState | None, change: Change, event_id: str) -> Do
         )
     match change:
         case TaxonomyChanged():
-            new_state = _apply_taxonomy(state, change)
+            new_state = _apply_taxonomy(state, change, event_id)
         case RegulationChanged():
             new_state = _apply_regulation(state, change, event_id)
         case BaseModelChanged():
@@ -167,11 +172,17 @@ def apply_change(state: DomainState | None, change: Change, event_id: str) -> Do
 # -- recipe ------------------------------------------------------------------------------------
 
 
-def _apply_recipe(state: DomainState | None, recipe: RecipeChanged) -> DomainState:
+def _apply_recipe(state: DomainState | None, recipe: RecipeChanged, event_id: str) -> DomainState:
     subject = _subject(recipe)
     repeated = _repeated(recipe.labels)
     if repeated:
         raise ChangeRejected(f"{subject}: labels repeat: {_quoted(repeated)}")
+    step = TaxonomyStep(
+        step_id=event_id,
+        kind="recipe",
+        taxonomy_version=recipe.recipe_version,
+        labels=recipe.labels,
+    )
     if state is None:
         return DomainState(
             domain=recipe.domain,
@@ -179,6 +190,7 @@ def _apply_recipe(state: DomainState | None, recipe: RecipeChanged) -> DomainSta
             base_model=recipe.base_model,
             taxonomy_version=recipe.recipe_version,
             labels=recipe.labels,
+            taxonomy_history=(step,),
         )
     kept = set(recipe.labels)
     orphaned_examples = Counter(e.label for e in state.examples if e.label not in kept)
@@ -202,13 +214,14 @@ def _apply_recipe(state: DomainState | None, recipe: RecipeChanged) -> DomainSta
         base_model=recipe.base_model,
         taxonomy_version=recipe.recipe_version,
         labels=recipe.labels,
+        taxonomy_history=(*state.taxonomy_history, step),
     )
 
 
 # -- taxonomy ----------------------------------------------------------------------------------
 
 
-def _apply_taxonomy(state: DomainState, change: TaxonomyChanged) -> DomainState:
+def _apply_taxonomy(state: DomainState, change: TaxonomyChanged, event_id: str) -> DomainState:
     subject = _subject(change)
     labels = list(state.labels)
     # What each label of the current taxonomy becomes; None once retired.
@@ -231,12 +244,20 @@ def _apply_taxonomy(state: DomainState, change: TaxonomyChanged) -> DomainState:
         for case in state.must_pass
         if (new_label := fate[case.expected_label]) is not None
     )
+    step = TaxonomyStep(
+        step_id=event_id,
+        kind="taxonomy",
+        taxonomy_version=change.taxonomy_version,
+        labels=tuple(labels),
+        operations=change.operations,
+    )
     return replace(
         state,
         taxonomy_version=change.taxonomy_version,
         labels=tuple(labels),
         examples=examples,
         must_pass=must_pass,
+        taxonomy_history=(*state.taxonomy_history, step),
     )
 
 

@@ -52,6 +52,7 @@ def snapshot_of(
         ),
         must_pass=tuple(sorted(state.must_pass, key=lambda c: (c.rule_id, c.case_id))),
         cause_event_ids=tuple(cause_event_ids),
+        taxonomy_history=state.taxonomy_history,
     )
 
 
@@ -111,4 +112,5 @@ def state_of(snapshot: DatasetSnapshot, recency: Sequence[str]) -> DomainState:
             for example in (by_id[example_id] for example_id in recency)
         ),
         must_pass=snapshot.must_pass,
+        taxonomy_history=snapshot.taxonomy_history,
     )
