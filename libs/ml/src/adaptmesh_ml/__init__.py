@@ -15,6 +15,7 @@ from adaptmesh_ml.artifacts import (
 from adaptmesh_ml.base_models import BaseModelNotFoundError, resolve_base_model
 from adaptmesh_ml.classifier import SKETCH_DIMENSIONS, Classifier, Prediction, sketch_projection
 from adaptmesh_ml.evaluation import classification_metrics, evaluate
+from adaptmesh_ml.head_mapping import HeadMapping, map_head, map_labels
 from adaptmesh_ml.model_files import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
@@ -32,6 +33,7 @@ __all__ = [
     "SKETCH_DIMENSIONS",
     "BaseModelNotFoundError",
     "Classifier",
+    "HeadMapping",
     "ModelFilesError",
     "Prediction",
     "TrainedModel",
@@ -40,6 +42,8 @@ __all__ = [
     "configure_torch_threads",
     "evaluate",
     "load_model_files",
+    "map_head",
+    "map_labels",
     "model_directory",
     "resolve_base_model",
     "save_model",
