@@ -53,7 +53,8 @@ def map_labels(
 
     `parent_step_id` is the id of the last taxonomy step of the parent's dataset (the
     `step_id` of its snapshot's last `taxonomy_history` entry; None when that history is empty)
-    and `history` the current dataset's. The steps of `history` after it are replayed over the parent's labels, starting from {label: (label,)}:
+    and `history` the current dataset's. The steps of `history` after it are replayed over the
+    parent's labels, starting from {label: (label,)}:
 
     * `add` x: x maps to () (a new class);
     * `rename` a -> b: b takes a's sources, a goes;
