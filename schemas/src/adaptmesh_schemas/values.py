@@ -63,16 +63,46 @@ class LoraSettings(Value):
     alpha: int = Field(default=16, ge=1, description="LoRA scaling numerator.")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on LoRA inputs.")
     target_modules: tuple[str, ...] = Field(
-        default=("query", "value"), description="Module names that receive adapters."
+        default=(),
+        description="Module names that receive adapters; empty = the base architecture's "
+        "attention projections (resolved per architecture)",
     )
 
 
 class TrainingSettings(Value):
-    epochs: int = Field(default=3, ge=1, le=100, description="Passes over the train split.")
-    batch_size: int = Field(default=32, ge=1, le=1024, description="Examples per step per worker.")
-    learning_rate: float = Field(default=5e-4, gt=0, description="AdamW learning rate.")
+    """How a candidate is trained. The defaults are meant to train on data nobody tuned them
+    on: a learning rate that suits a LoRA adapter plus a fresh head, and as many epochs as a
+    held-out slice of the train split keeps improving on, within a cap."""
+
+    epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Passes over the train split; unset = until the loss on a held-out slice "
+        "of the train split stops improving (early stopping), at most `max_epochs`.",
+    )
+    max_epochs: int = Field(
+        default=8, ge=1, le=100, description="Cap on epochs when `epochs` is unset."
+    )
+    batch_size: int = Field(default=16, ge=1, le=1024, description="Examples per step per worker.")
+    learning_rate: float = Field(default=2e-3, gt=0, description="AdamW learning rate.")
     max_length: int = Field(default=128, ge=8, le=4096, description="Token truncation length.")
     seed: int = Field(default=13, description="Seed for initialisation and shuffling.")
+    init: Literal["champion", "base"] = Field(
+        default="champion",
+        description="Where a retrain starts: `champion` = the production model's adapter and "
+        "head (head rows mapped through taxonomy changes) when the base model and LoRA shape "
+        "are unchanged, else a fresh adapter; `base` = always a fresh adapter and head.",
+    )
+    replay_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        description="Warm-started runs train on the examples the champion did not see plus "
+        "this many older examples per new one (at least `min_replay`), against forgetting.",
+    )
+    min_replay: int = Field(
+        default=64, ge=0, description="Smallest number of older examples a warm run replays."
+    )
 
 
 class GatePolicy(Value):
@@ -111,6 +141,37 @@ class Lineage(Value):
         default_factory=dict, description="Effective training and LoRA settings."
     )
     correlation_id: str = Field(description="The change event that led to this model.")
+    base_model_sha256: Sha256 | None = Field(
+        default=None, description="Digest of the base model's weights as shipped."
+    )
+    library_versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Versions of torch, transformers, peft and adaptmesh that trained it.",
+    )
+    determinism: dict[str, float | int | str | bool] = Field(
+        default_factory=dict,
+        description="Determinism settings of the run (threads, deterministic algorithms, "
+        "world size): what a rebuild must reproduce to get the same bytes.",
+    )
+    init: Literal["champion", "base"] = Field(
+        default="base", description="Whether training started from the parent's adapter."
+    )
+    parent_artifact: ArtifactRef | None = Field(
+        default=None, description="The parent model's manifest, when warm-started from it."
+    )
+    parent_adapter_sha256: Sha256 | None = Field(
+        default=None, description="Digest of the parent's adapter file it started from."
+    )
+    head_mapping: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Warm starts: each head label -> the parent's labels its row was built "
+        "from (one = kept or renamed, several = merged, none = new).",
+    )
+    taxonomy_step_id: str | None = Field(
+        default=None,
+        description="Last taxonomy step of the dataset trained on (see the dataset's "
+        "taxonomy history): where a child's head mapping starts.",
+    )
 
 
 class RegulationRef(Value):

@@ -118,7 +118,7 @@ def load_peft_classifier(
     labels = labels_from_document(files[LABELS_FILE])
     directory = resolve_base_model(base_model)
     tokenizer = load_tokenizer(base_model, directory)
-    with _quiet_about_the_head():
+    with quiet_about_the_head():
         base = load_base_classifier(base_model, directory, labels, tokenizer.pad_token_id)
     with tempfile.TemporaryDirectory(prefix="adaptmesh-adapter-") as adapter_dir:
         # PEFT reads adapters from a directory; it is the canonical, version-tolerant reader.
@@ -130,7 +130,7 @@ def load_peft_classifier(
 
 
 @contextmanager
-def _quiet_about_the_head() -> Iterator[None]:
+def quiet_about_the_head() -> Iterator[None]:
     """Silence transformers' "classifier weights newly initialised" report for one load.
 
     When a trained model is loaded the head comes from the adapter a moment later, so that

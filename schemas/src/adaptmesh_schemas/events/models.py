@@ -11,10 +11,11 @@ from adaptmesh_schemas.values import ArtifactRef, Label, Lineage
 from adaptmesh_schemas.versioning import MeshEvent, event
 
 
-@event("model.ready", stream=Stream.MODELS_READY, version="2.0")
+@event("model.ready", stream=Stream.MODELS_READY, version="2.1")
 class ModelReady(MeshEvent):
     """This model now serves the domain.
 
+    2.1 carries the richer lineage of model.trained 1.2 (additive).
     v2 groups the artifact's location and digest into one `artifact` claim check. The topic is
     compacted, so a domain untouched since v1 still has a v1 record as its latest: serving must
     read it, which is what `upcast_v1_v2` is for.

@@ -26,12 +26,14 @@ class TrainingProgress(MeshEvent):
     loss: float = Field(description="Mean training loss since the last report.")
 
 
-@event("model.trained", stream=Stream.TRAINING, version="1.1")
+@event("model.trained", stream=Stream.TRAINING, version="1.2")
 class ModelTrained(MeshEvent):
     """A candidate exists; the gate decides its fate.
 
     1.1 added `dataset` (additive): the gate reads the snapshot the candidate was trained on
     straight from the event instead of keeping its own index of dataset versions.
+    1.2: the lineage says how to rebuild it (base weights digest, library versions, determinism
+    settings) and what it was warm-started from (parent adapter digest, head mapping) — additive.
     """
 
     run_id: str = Field(description="Run that made it.")
