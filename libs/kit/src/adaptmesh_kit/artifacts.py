@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 import uuid
 from typing import Any, TypeVar
 
@@ -62,6 +63,13 @@ class ArtifactStore:
                 handle.write(data)
             self._fs.mv(partial, path)
         return ArtifactRef(uri=self._uri(path), sha256=digest, size_bytes=len(data))
+
+    def ref_for_digest(self, sha256: str) -> ArtifactRef:
+        """The claim check of a blob stored by `put_bytes`, from its digest alone (lineage
+        records digests; this is how they are followed back to their bytes)."""
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise ArtifactError(f"{sha256!r} is not a sha256 hex digest")
+        return ArtifactRef(uri=self._uri(self._blob_path(sha256)), sha256=sha256)
 
     def put_file(self, relative_path: str, data: bytes) -> ArtifactRef:
         """Write `data` at a readable path (e.g. `models/<domain>/<version>/labels.json`).

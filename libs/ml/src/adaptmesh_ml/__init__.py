@@ -6,13 +6,19 @@ training service loads the same way in the evaluation gate and in serving.
 
 # First, before torch is loaded: see _openmp for why idle threads must sleep.
 from adaptmesh_ml import _openmp  # noqa: F401
+from adaptmesh_ml.architectures import (
+    UnsupportedArchitectureError,
+    lora_target_modules,
+    register_architecture,
+)
 from adaptmesh_ml.artifacts import (
     MANIFEST_FILE,
     load_model_files,
     model_directory,
     save_model,
 )
-from adaptmesh_ml.base_models import BaseModelNotFoundError, resolve_base_model
+from adaptmesh_ml.base_cache import BaseModelCache
+from adaptmesh_ml.base_models import BaseModelNotFoundError, base_model_sha256, resolve_base_model
 from adaptmesh_ml.classifier import SKETCH_DIMENSIONS, Classifier, Prediction, sketch_projection
 from adaptmesh_ml.evaluation import classification_metrics, evaluate
 from adaptmesh_ml.head_mapping import HeadMapping, map_head, map_labels
@@ -23,7 +29,19 @@ from adaptmesh_ml.model_files import (
     ModelFilesError,
     configure_torch_threads,
 )
-from adaptmesh_ml.training import TrainedModel, TrainingProgress, train_classifier
+from adaptmesh_ml.training import (
+    TrainedModel,
+    TrainingCancelledError,
+    TrainingProgress,
+    TrainingState,
+    WarmStart,
+    WarmStartError,
+    library_versions,
+    lora_config_for,
+    train_classifier,
+    warm_start_blocker,
+)
+from adaptmesh_ml.warm_start import WarmStartPlan, plan_warm_start
 
 __all__ = [
     "ADAPTER_CONFIG_FILE",
@@ -31,22 +49,36 @@ __all__ = [
     "LABELS_FILE",
     "MANIFEST_FILE",
     "SKETCH_DIMENSIONS",
+    "BaseModelCache",
     "BaseModelNotFoundError",
     "Classifier",
     "HeadMapping",
     "ModelFilesError",
     "Prediction",
     "TrainedModel",
+    "TrainingCancelledError",
     "TrainingProgress",
+    "TrainingState",
+    "UnsupportedArchitectureError",
+    "WarmStart",
+    "WarmStartError",
+    "WarmStartPlan",
+    "base_model_sha256",
     "classification_metrics",
     "configure_torch_threads",
     "evaluate",
+    "library_versions",
     "load_model_files",
+    "lora_config_for",
+    "lora_target_modules",
     "map_head",
     "map_labels",
     "model_directory",
+    "plan_warm_start",
+    "register_architecture",
     "resolve_base_model",
     "save_model",
     "sketch_projection",
     "train_classifier",
+    "warm_start_blocker",
 ]
