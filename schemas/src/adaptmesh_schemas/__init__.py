@@ -16,6 +16,7 @@ from adaptmesh_schemas.envelope import (
 from adaptmesh_schemas.topics import TOPIC_SPECS, Stream, TopicSpec, all_topic_names, topic_name
 from adaptmesh_schemas.versioning import (
     EVENT_TYPES,
+    FLEET_DOMAIN,
     Domain,
     MeshEvent,
     SchemaVersionError,
@@ -27,6 +28,7 @@ from adaptmesh_schemas.versioning import (
 __all__ = [
     "CONTENT_TYPE",
     "EVENT_TYPES",
+    "FLEET_DOMAIN",
     "TOPIC_SPECS",
     "DecodeError",
     "Domain",

@@ -46,7 +46,8 @@ TOPIC_SPECS: dict[Stream, TopicSpec] = {
             1,
             "users, CLI",
             ("ingestion",),
-            "Regulation, taxonomy, recipe, base-model and data-batch changes for a domain.",
+            "Regulation, taxonomy, recipe, base-model and data-batch changes for a domain; "
+            "fleet-wide base-model releases (key `mesh.fleet`).",
         ),
         TopicSpec(
             Stream.FEEDBACK,
@@ -59,8 +60,9 @@ TOPIC_SPECS: dict[Stream, TopicSpec] = {
             Stream.DATASETS,
             1,
             "ingestion",
-            ("drift-sensing", "training", "evaluation-gate"),
-            "A new immutable dataset version exists.",
+            ("drift-sensing", "training", "evaluation-gate", "ingestion"),
+            "A new immutable dataset version exists (ingestion reads it back by broadcast to "
+            "know every domain's base model).",
         ),
         TopicSpec(
             Stream.INFERENCE,

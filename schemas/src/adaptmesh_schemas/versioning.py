@@ -28,6 +28,13 @@ _DATASCHEMA = re.compile(
 DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 Domain = Annotated[str, StringConstraints(pattern=DOMAIN_PATTERN)]
 
+FLEET_DOMAIN = "mesh.fleet"
+"""The reserved `domain` of events about every domain at once (e.g. a base-model release).
+
+Every event needs a domain: it is the Kafka key and the CloudEvents subject. A fleet-wide event
+uses this key, so all of them share one partition and stay ordered among themselves; it matches
+`DOMAIN_PATTERN`, and no real domain may take it (ingestion refuses a change for it)."""
+
 
 class SchemaVersionError(ValueError):
     """A `ce_dataschema` that is malformed, or names a version this consumer cannot read."""

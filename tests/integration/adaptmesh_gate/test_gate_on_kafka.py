@@ -16,8 +16,8 @@ import pytest
 
 from adaptmesh_gate.app import build_app
 from adaptmesh_gate.settings import GateSettings
-from adaptmesh_gate.topic_ends import end_offsets
 from adaptmesh_kit import ArtifactStore, create_app
+from adaptmesh_kit.topic_ends import end_offsets
 from adaptmesh_ml import save_model, train_classifier
 from adaptmesh_schemas import MeshEvent, Stream, decode_event, read_envelope, topic_name
 from adaptmesh_schemas.documents import DatasetSnapshot, GateReport

@@ -3,6 +3,8 @@
 adaptmesh demo                 the backbone round trip on an embedded broker
 adaptmesh publish FILE         publish a change event (JSON body) to the mesh
 adaptmesh watch [STREAM]       print events from a mesh topic as they arrive
+adaptmesh release-base         move every domain on one base model to another
+adaptmesh replay               rebuild every dataset version from the log, check the digests
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from adaptmesh_cli.demo import run_demo
+from adaptmesh_cli.replay import run_replay
 from adaptmesh_cli.scenario import run_scenario
 from adaptmesh_cli.up import run_up
 from adaptmesh_kit import MeshSettings, create_app
 from adaptmesh_schemas import (
     EVENT_TYPES,
+    FLEET_DOMAIN,
     DecodeError,
     Stream,
     decode_event,
     read_envelope,
     topic_name,
 )
+from adaptmesh_schemas.events import BaseModelReleased
+from adaptmesh_schemas.values import BaseModelSpec
 from adaptmesh_schemas.versioning import CE_TYPE_PREFIX
 
 
@@ -41,6 +47,32 @@ async def publish(path: Path, event_name: str, settings: MeshSettings) -> None:
         envelope = await app.publish(event)
     topic = topic_name(event.stream, settings.topic_prefix)
     print(f"published {envelope.type} id={envelope.id} to {topic}")
+
+
+async def release_base(release: BaseModelReleased, settings: MeshSettings) -> None:
+    async with create_app(settings, "cli") as app:
+        envelope = await app.publish(release)
+    topic = topic_name(release.stream, settings.topic_prefix)
+    which = ", ".join(release.domains) or "every domain on it"
+    print(
+        f"published {envelope.type} id={envelope.id} to {topic}: "
+        f"{release.old_base.model_id} -> {release.new_base.model_id} ({which})"
+    )
+
+
+def release_of(args: argparse.Namespace) -> BaseModelReleased:
+    """The release the `release-base` arguments describe, under the fleet key."""
+    return BaseModelReleased(
+        domain=FLEET_DOMAIN,
+        old_base=BaseModelSpec(
+            model_id=args.old, revision=args.old_revision, gguf_file=args.old_gguf
+        ),
+        new_base=BaseModelSpec(
+            model_id=args.new, revision=args.new_revision, gguf_file=args.new_gguf
+        ),
+        domains=tuple(args.domain),
+        reason=args.reason,
+    )
 
 
 async def watch(stream: Stream, settings: MeshSettings, *, from_beginning: bool) -> None:
@@ -92,6 +124,27 @@ def main(argv: list[str] | None = None) -> int:
         "stream", nargs="?", default=Stream.MODELS_READY.value, choices=[s.value for s in Stream]
     )
     watch_cmd.add_argument("--from-beginning", action="store_true")
+    release_cmd = commands.add_parser(
+        "release-base",
+        help="move every domain on the old base model (or only --domain ones) to the new one",
+    )
+    release_cmd.add_argument("--old", required=True, metavar="MODEL_ID")
+    release_cmd.add_argument("--new", required=True, metavar="MODEL_ID")
+    release_cmd.add_argument("--old-revision", metavar="REV")
+    release_cmd.add_argument("--new-revision", metavar="REV")
+    release_cmd.add_argument("--old-gguf", metavar="FILE")
+    release_cmd.add_argument("--new-gguf", metavar="FILE")
+    release_cmd.add_argument(
+        "--domain", action="append", default=[], help="only this domain (repeatable)"
+    )
+    release_cmd.add_argument("--reason", default="", help="why, for the audit trail")
+    replay_cmd = commands.add_parser(
+        "replay", help="rebuild every dataset version from the log; exit 1 if a digest differs"
+    )
+    replay_cmd.add_argument("--domain", help="only this domain")
+    replay_cmd.add_argument(
+        "--store", type=Path, help="artifact store directory to keep (default: a temporary one)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -104,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = MeshSettings()
         if args.command == "publish":
             asyncio.run(publish(args.file, args.type, settings))
+        elif args.command == "release-base":
+            asyncio.run(release_base(release_of(args), settings))
+        elif args.command == "replay":
+            return asyncio.run(run_replay(settings, domain=args.domain, store=args.store))
         else:
             asyncio.run(watch(Stream(args.stream), settings, from_beginning=args.from_beginning))
     except KeyboardInterrupt:

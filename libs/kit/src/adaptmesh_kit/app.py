@@ -34,10 +34,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from adaptmesh_kit._internal.deadletter import dead_letter_for
 from adaptmesh_kit._internal.idempotency import ProcessedLog
 from adaptmesh_kit._internal.offsets import CommitOnRevoke, HandledOffsets
+from adaptmesh_kit._internal.positions import ReadPositions
 from adaptmesh_kit._internal.provisioning import provision_topics
 from adaptmesh_kit.artifacts import ArtifactStore
 from adaptmesh_kit.settings import MeshSettings
 from adaptmesh_kit.telemetry import tracer_provider_from_env
+from adaptmesh_kit.topic_ends import log_bounds
 from adaptmesh_schemas.envelope import (
     DecodeError,
     Envelope,
@@ -71,10 +73,16 @@ class EventContext:
     offset: int
     app: MeshApp
 
-    async def publish(self, event: MeshEvent) -> Envelope:
-        """Publish `event` as a consequence of the event being handled."""
+    async def publish(self, event: MeshEvent, *, event_id: str | None = None) -> Envelope:
+        """Publish `event` as a consequence of the event being handled.
+
+        `event_id` fixes its `ce_id` (default: a fresh uuid): derive it from the handled
+        event's id and a redelivery republishes the same ids, which consumers drop as seen."""
         return await self.app.publish(
-            event, correlation_id=self.envelope.correlationid, causation_id=self.envelope.id
+            event,
+            correlation_id=self.envelope.correlationid,
+            causation_id=self.envelope.id,
+            event_id=event_id,
         )
 
 
@@ -119,6 +127,7 @@ class MeshApp:
         self._offsets = HandledOffsets(settings.commit_interval_ms / 1000)
         self._handlers: dict[Stream, dict[str, Handler]] = {}
         self._broadcast: dict[Stream, bool] = {}
+        self._positions: dict[Stream, ReadPositions] = {}
         self._activities: list[
             tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]
         ] = []
@@ -143,7 +152,7 @@ class MeshApp:
         stream's partitions (one consumer group). With `broadcast=True` every instance reads
         the whole stream from its beginning at each start, without a group, commits or dedupe
         (serving replicas must each know every domain's production model), so such handlers
-        must be idempotent.
+        must be idempotent; `caught_up(stream)` waits until such a read has reached the end.
         """
         for event_type in event_types:
             if event_type.stream is not stream:
@@ -157,6 +166,8 @@ class MeshApp:
             if stream not in self._handlers:
                 self._handlers[stream] = {}
                 self._broadcast[stream] = broadcast
+                if broadcast:
+                    self._positions[stream] = ReadPositions()
                 self._subscribe(stream)
             elif self._broadcast[stream] != broadcast:
                 raise ValueError(f"{stream} is subscribed both broadcast and as a group")
@@ -190,8 +201,30 @@ class MeshApp:
         if outcome is not None:
             code, reason = outcome
             await self._dead_letter(record, code, reason)
-        if isinstance(consumer, AIOKafkaConsumer) and not self._broadcast[stream]:
+        if stream in self._positions:
+            await self._positions[stream].advance(record.partition, record.offset)
+        elif isinstance(consumer, AIOKafkaConsumer):
             self._offsets.handled(consumer, record.topic, record.partition, record.offset)
+
+    async def caught_up(self, stream: Stream, *, within_seconds: float) -> None:
+        """Wait until the broadcast subscription to `stream` has consumed every record the
+        topic holds now, so a handler can trust a view built from it to be complete.
+
+        Raises `TimeoutError` after `within_seconds`, saying how far behind it still is.
+        """
+        positions = self._positions.get(stream)
+        if positions is None:
+            raise ValueError(f"{stream} has no broadcast subscription in {self.service}")
+        topic = self.topic(stream)
+        bounds = await log_bounds(self.settings.kafka_bootstrap_servers, topic)
+        try:
+            async with asyncio.timeout(within_seconds):
+                await positions.reach(bounds)
+        except TimeoutError:
+            raise TimeoutError(
+                f"{topic} not read to its end within {within_seconds:g}s "
+                f"(unread records per partition: {positions.behind(bounds)})"
+            ) from None
 
     async def _handle_record(  # noqa: PLR0911  (one return per way a record can end)
         self, stream: Stream, record: ConsumerRecord[Any, Any]

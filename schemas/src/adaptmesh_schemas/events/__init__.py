@@ -2,6 +2,7 @@
 
 from adaptmesh_schemas.events.changes import (
     BaseModelChanged,
+    BaseModelReleased,
     DataBatchSubmitted,
     LabelAdded,
     LabelRenamed,
@@ -28,6 +29,7 @@ from adaptmesh_schemas.events.training import (
 
 __all__ = [
     "BaseModelChanged",
+    "BaseModelReleased",
     "DataBatchSubmitted",
     "DatasetCounts",
     "DatasetVersioned",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from adaptmesh_schemas.topics import Stream
 from adaptmesh_schemas.values import (
@@ -19,7 +19,7 @@ from adaptmesh_schemas.values import (
     TrainingSettings,
     Value,
 )
-from adaptmesh_schemas.versioning import MeshEvent, event
+from adaptmesh_schemas.versioning import FLEET_DOMAIN, Domain, MeshEvent, event
 
 
 @event("change.recipe", stream=Stream.CHANGES, version="1.0")
@@ -96,6 +96,36 @@ class BaseModelChanged(MeshEvent):
 
     base_model: BaseModelSpec = Field(description="The new base model.")
     reason: str = Field(default="", description="Why, for the audit trail.")
+
+
+@event("change.base_model_released", stream=Stream.CHANGES, version="1.0")
+class BaseModelReleased(MeshEvent):
+    """A new base model replaces an old one across the fleet: every domain on `old_base` (or
+    the selected ones among them) moves to `new_base` through its own `change.base_model`."""
+
+    domain: Domain = Field(
+        default=FLEET_DOMAIN,
+        description=f"Always `{FLEET_DOMAIN}`, the reserved key of fleet-wide events (Kafka key "
+        "and CloudEvents subject); the domains concerned are chosen by `old_base` and `domains`.",
+    )
+    old_base: BaseModelSpec = Field(
+        description="The base model being replaced; a domain is on it when its model_id, "
+        "revision and gguf_file are all equal."
+    )
+    new_base: BaseModelSpec = Field(description="The base model those domains move to.")
+    domains: tuple[Domain, ...] = Field(
+        default=(),
+        description="Only these domains (each must be on `old_base`); empty = every domain on "
+        "`old_base`.",
+    )
+    reason: str = Field(default="", description="Why, for the audit trail of every domain moved.")
+
+    @field_validator("domain")
+    @classmethod
+    def _fleet_key(cls, domain: str) -> str:
+        if domain != FLEET_DOMAIN:
+            raise ValueError(f"a base-model release is fleet-wide: its domain is {FLEET_DOMAIN!r}")
+        return domain
 
 
 @event("change.data_batch", stream=Stream.CHANGES, version="1.0")

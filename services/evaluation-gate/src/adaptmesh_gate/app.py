@@ -7,8 +7,8 @@ from adaptmesh_gate.datasets import DatasetRegistry
 from adaptmesh_gate.evaluation import Evaluator
 from adaptmesh_gate.handlers import Gate
 from adaptmesh_gate.settings import GateSettings
-from adaptmesh_gate.topic_ends import end_offsets
 from adaptmesh_kit import MeshApp, create_app
+from adaptmesh_kit.topic_ends import end_offsets
 from adaptmesh_schemas import Stream
 from adaptmesh_schemas.events import DatasetVersioned, ModelReady, ModelTrained
 
