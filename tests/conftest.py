@@ -14,6 +14,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -29,6 +30,9 @@ except ImportError:  # testcontainers releases before the community namespace
 KAFKA_BOOTSTRAP_ENV = "MESH_KAFKA_BOOTSTRAP_SERVERS"
 # Same broker-wide limit as EmbeddedKafka, so a 5 MB test body behaves alike everywhere.
 _MESSAGE_MAX_BYTES = 10 * 1024 * 1024
+# Converted base models (GGUF -> safetensors) outlive the session: under the repo's .mesh/,
+# which git ignores, so local reruns reuse them and a fresh CI clone converts each one once.
+MODEL_CACHE_DIR = Path(__file__).resolve().parent.parent / ".mesh" / "test-model-cache"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -85,3 +89,15 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def unique_name() -> str:
     """A fresh suffix for topics, domains and groups, so no two tests ever share one."""
     return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def model_cache(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point `MESH_MODEL_CACHE` at the tests' shared cache of converted base models.
+
+    Set per test, not for the session: services' settings reject `MESH_*` variables they do
+    not know, so it must not leak into tests that build them.
+    """
+    MODEL_CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("MESH_MODEL_CACHE", str(MODEL_CACHE_DIR))
+    return MODEL_CACHE_DIR
