@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from adaptmesh_ml import TrainedModel
+from adaptmesh_schemas.documents import ModelManifest
 from adaptmesh_schemas.events import RetrainReason, RetrainRequested
-from adaptmesh_schemas.values import ArtifactRef
+from adaptmesh_schemas.values import ArtifactRef, Lineage
 from adaptmesh_training.lineage import build_lineage, code_version, model_version_for, new_run_id
 from tests.unit.adaptmesh_training.snapshots import BASE_MODEL, tiny_snapshot
 
@@ -49,11 +50,29 @@ def test_lineage_names_dataset_recipe_base_model_parent_code_and_chain() -> None
     request = RetrainRequested(
         domain="fin-news", reason=RetrainReason.DATA, dataset_version="ds-42", dataset=DATASET
     )
+    parent = ModelManifest(
+        domain="fin-news",
+        model_version="m-20260101000000-aaaaaa",
+        task="sequence-classification",
+        labels=("crude", "grain"),
+        files=(),
+        lineage=Lineage(
+            dataset_version="ds-41",
+            dataset_sha256="cd" * 32,
+            recipe_version="r9",
+            base_model=BASE_MODEL,
+            code_version="0.1.0",
+            seed=7,
+            correlation_id="change-0",
+        ),
+    )
     lineage = build_lineage(
         request=request,
         snapshot=snapshot,
         trained=trained(),
-        parent_model_version="m-20260101000000-aaaaaa",
+        parent=parent,
+        parent_artifact=None,
+        base_sha256="ee" * 32,
         correlation_id="change-1",
         code="0.1.0+git.abc",
     )
@@ -66,6 +85,10 @@ def test_lineage_names_dataset_recipe_base_model_parent_code_and_chain() -> None
     assert lineage.seed == 7
     assert lineage.hyperparameters == {"epochs": 1, "lora_r": 8}
     assert lineage.correlation_id == "change-1"
+    assert lineage.base_model_sha256 == "ee" * 32
+    assert lineage.library_versions["adaptmesh"] == "0.1.0+git.abc"
+    assert lineage.init == "base"
+    assert lineage.parent_artifact is None
 
 
 def test_code_version_is_the_installed_version_with_the_commit_of_this_checkout() -> None:

@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import pytest
 from ray.exceptions import ActorDiedError
-from ray.train import ControllerError, WorkerGroupError
 
 from adaptmesh_kit import ArtifactError, ArtifactIntegrityError
-from adaptmesh_ml import BaseModelNotFoundError, TrainedModel
+from adaptmesh_ml import (
+    BaseModelNotFoundError,
+    TrainedModel,
+    TrainingCancelledError,
+    UnsupportedArchitectureError,
+)
 from adaptmesh_ml import TrainingProgress as StepProgress
 from adaptmesh_schemas.events import RetrainReason, RetrainRequested
 from adaptmesh_schemas.values import ArtifactRef
@@ -53,7 +57,9 @@ def test_trained_carries_the_manifest_ref_labels_lineage_and_metrics() -> None:
         request=REQUEST,
         snapshot=tiny_snapshot("fin-news"),
         trained=trained,
-        parent_model_version=None,
+        parent=None,
+        parent_artifact=None,
+        base_sha256="ee" * 32,
         correlation_id="c",
         code="0.1.0",
     )
@@ -62,7 +68,8 @@ def test_trained_carries_the_manifest_ref_labels_lineage_and_metrics() -> None:
         run_id="run1",
         model_version="m-1",
         artifact=REF,
-        trained=trained,
+        labels=trained.labels,
+        metrics=trained.metrics,
         lineage=lineage,
         dataset=DATASET,
     )
@@ -80,9 +87,9 @@ def test_trained_carries_the_manifest_ref_labels_lineage_and_metrics() -> None:
         (ArtifactError("artifact x does not exist"), False),
         (BaseModelNotFoundError("base model package 'nope' is not installed"), False),
         (DatasetMismatchError("dataset belongs to another domain"), False),
-        (WorkerGroupError("rank 0 failed", {0: ValueError("no train examples")}), False),
-        (WorkerGroupError("rank 1 died", {0: ValueError("x"), 1: ActorDiedError()}), True),
-        (ControllerError(RuntimeError("controller lost")), True),
+        (ActorDiedError(), True),
+        (TrainingCancelledError("superseded"), False),
+        (UnsupportedArchitectureError("no LoRA targets for 'xlnet'"), False),
         (OSError(28, "No space left on device"), True),
         (RuntimeError("a bug"), False),
     ],

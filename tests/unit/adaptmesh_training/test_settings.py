@@ -6,10 +6,11 @@ from pydantic import ValidationError
 from adaptmesh_training.settings import TrainingSettings
 
 
-def test_defaults_are_one_worker_one_restart_and_every_core() -> None:
+def test_defaults_are_one_worker_two_resumes_and_every_core() -> None:
     settings = TrainingSettings()
     assert settings.training_workers == 1
-    assert settings.training_max_failures == 1
+    assert settings.training_max_failures == 2
+    assert settings.training_checkpoint_every_steps == 50
     assert settings.training_num_cpus is None
     assert settings.training_progress_every_steps == 5
 

@@ -1,75 +1,60 @@
-"""How a trained model travels from the Ray Train worker to the driver: a checkpoint directory.
+"""A run's checkpoints in the artifact store: durable, digest-verified, written by the worker.
 
-Rank 0 writes the `TrainedModel` into a directory that Ray Train copies into the run's storage
-as a checkpoint; the driver reads it back from `result.checkpoint`. Plain files plus one JSON
-description, so nothing is unpickled from a worker.
+A checkpoint is a small JSON document naming the run, its step and position, and the
+content-addressed blobs of the `TrainingState` files (trainable weights, optimizer and RNG
+state, the loop's numbers). The run ledger keeps the document's `ArtifactRef`; resuming reads
+it back and every blob is checked against its digest, so a damaged checkpoint fails the run
+with a reason instead of training on from corrupted weights.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adaptmesh_ml import TrainedModel
-
-DESCRIPTION_FILE = "trained.json"
-FILES_FOLDER = "files"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that does not hold a trained model."""
+from adaptmesh_kit import ArtifactStore
+from adaptmesh_ml import TrainingState
+from adaptmesh_schemas.values import ArtifactRef
 
 
-class _Description(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class CheckpointDocument(BaseModel):
+    """Where a run stood, and the blobs to go on from there."""
 
-    labels: tuple[str, ...] = Field(description="Head labels, in order.")
-    files: tuple[str, ...] = Field(description="Names of the model files under files/.")
-    metrics: dict[str, float] = Field(description="Training metrics.")
-    hyperparameters: dict[str, float | int | str | bool] = Field(
-        description="Effective training settings."
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    format: Literal["adaptmesh.checkpoint/1"] = Field(
+        default="adaptmesh.checkpoint/1", description="Document format."
     )
-    seed: int = Field(description="Training seed.")
+    run_id: str = Field(description="The run.")
+    step: int = Field(ge=0, description="Optimiser steps done.")
+    epoch: int = Field(ge=1, description="1-based epoch the next step belongs to.")
+    batches_done: int = Field(ge=0, description="Batches of that epoch already done.")
+    files: dict[str, ArtifactRef] = Field(description="The state's files by name.")
 
 
-def write_checkpoint(trained: TrainedModel, directory: Path) -> None:
-    """Write `trained` into the (empty) `directory`."""
-    folder = directory / FILES_FOLDER
-    folder.mkdir(parents=True)
-    for name, data in trained.files.items():
-        (folder / _file_name(name)).write_bytes(data)
-    description = _Description(
-        labels=trained.labels,
-        files=tuple(sorted(trained.files)),
-        metrics=trained.metrics,
-        hyperparameters=trained.hyperparameters,
-        seed=trained.seed,
-    )
-    (directory / DESCRIPTION_FILE).write_text(description.model_dump_json(indent=1))
-
-
-def read_checkpoint(directory: Path) -> TrainedModel:
-    """The `TrainedModel` that `write_checkpoint` wrote into `directory`."""
-    try:
-        description = _Description.model_validate_json((directory / DESCRIPTION_FILE).read_bytes())
-        files = {
-            name: (directory / FILES_FOLDER / _file_name(name)).read_bytes()
-            for name in description.files
-        }
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{directory} holds no readable trained model: {error}") from error
-    return TrainedModel(
-        labels=description.labels,
+def store_checkpoint(store: ArtifactStore, run_id: str, state: TrainingState) -> ArtifactRef:
+    """Write `state` (blobs first, then the document naming them) and return its ref."""
+    files = {name: store.put_bytes(data) for name, data in sorted(state.files.items())}
+    document = CheckpointDocument(
+        run_id=run_id,
+        step=state.step,
+        epoch=state.epoch,
+        batches_done=state.batches_done,
         files=files,
-        metrics=description.metrics,
-        hyperparameters=description.hyperparameters,
-        seed=description.seed,
     )
+    return store.put_document(document)
 
 
-def _file_name(name: str) -> str:
-    # Model files are flat; a separator or `..` would write outside the checkpoint.
-    if not name or name in {".", ".."} or "/" in name or "\\" in name:
-        raise CheckpointError(f"{name!r} is not a plain file name")
-    return name
+def load_checkpoint(store: ArtifactStore, run_id: str, ref: ArtifactRef) -> TrainingState:
+    """The state behind `ref`, every blob verified; raises `ArtifactError` (or its
+    `ArtifactIntegrityError`) when anything is missing, damaged or of another run."""
+    document = store.get_document(ref, CheckpointDocument)
+    if document.run_id != run_id:
+        raise ValueError(f"checkpoint {ref.uri} belongs to run {document.run_id}, not {run_id}")
+    return TrainingState(
+        step=document.step,
+        epoch=document.epoch,
+        batches_done=document.batches_done,
+        files={name: store.get_bytes(blob) for name, blob in document.files.items()},
+    )

@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic import ValidationError
-from ray.exceptions import RayError
-from ray.train import ControllerError, PreemptionError, WorkerGroupError
+from ray.exceptions import RayActorError, RayError
 
 from adaptmesh_kit import ArtifactError
-from adaptmesh_ml import BaseModelNotFoundError
+from adaptmesh_ml import (
+    BaseModelNotFoundError,
+    TrainingCancelledError,
+    UnsupportedArchitectureError,
+)
 
 # Events stay small: the full traceback is in the service's log.
 MAX_ERROR_CHARS = 2000
@@ -41,14 +44,20 @@ def describe_failure(error: BaseException) -> Failure:
 
 
 def _retryable(error: BaseException) -> bool:
-    if isinstance(error, WorkerGroupError):
-        # Ray Train already spent its restarts; what the workers died of decides.
-        return any(_retryable(cause) for cause in error.worker_failures.values())
-    if isinstance(error, ControllerError | PreemptionError):
-        return True
+    if isinstance(error, RayActorError):
+        return True  # a worker died: the machine's doing, not the request's
     if isinstance(
-        error, ArtifactError | BaseModelNotFoundError | DatasetMismatchError | ValidationError
+        error,
+        ArtifactError
+        | BaseModelNotFoundError
+        | DatasetMismatchError
+        | ValidationError
+        | UnsupportedArchitectureError
+        | TrainingCancelledError
+        | ValueError,
     ):
+        # Damaged or mismatched inputs (a checkpoint or champion failing its digest among
+        # them), an architecture without known LoRA targets, a superseded run, bad data.
         return False
     # Ray's own failures (a dead actor, a lost object, a killed worker) and the machine's
     # (disk, network) are about circumstances, not about the request.

@@ -11,31 +11,52 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec
+
 
 class TrainingLedger:
-    """In-memory, per process; rebuilt from the log (datasets, models ready) at each start."""
+    """In-memory, per process; rebuilt from the log (datasets, models ready) at each start.
+    Runs themselves are in the durable `RunLedger`."""
 
     def __init__(self) -> None:
         self._parents: dict[str, dict[str, str]] = defaultdict(dict)
         self._trained: dict[str, set[str]] = defaultdict(set)
-        self._champions: dict[str, str] = {}
+        self._bases: dict[BaseModelSpec, None] = {}
+        self._champions: dict[str, tuple[str, ArtifactRef | None]] = {}
 
     def record_dataset(self, domain: str, version: str, parent: str | None) -> None:
         """Learn that `version` was derived from `parent`."""
         if parent is not None and parent != version:
             self._parents[domain][version] = parent
 
+    def record_base(self, spec: BaseModelSpec) -> None:
+        """A dataset uses `spec`: a base model the workers will likely need."""
+        self._bases.pop(spec, None)
+        self._bases[spec] = None
+
+    def base_models(self) -> list[BaseModelSpec]:
+        """Base models seen in datasets, least recently seen first."""
+        return list(self._bases)
+
     def record_trained(self, domain: str, version: str) -> None:
         """This instance published a model trained on `version`."""
         self._trained[domain].add(version)
 
-    def record_champion(self, domain: str, model_version: str) -> None:
-        """`model_version` is now the domain's production model."""
-        self._champions[domain] = model_version
+    def record_champion(
+        self, domain: str, model_version: str, artifact: ArtifactRef | None = None
+    ) -> None:
+        """`model_version` (its manifest at `artifact`) is now the domain's production model."""
+        self._champions[domain] = (model_version, artifact)
 
     def champion(self, domain: str) -> str | None:
         """The domain's production model, if this instance has heard of one."""
-        return self._champions.get(domain)
+        found = self._champions.get(domain)
+        return found[0] if found else None
+
+    def champion_artifact(self, domain: str) -> ArtifactRef | None:
+        """The manifest of the domain's production model: what a retrain warm-starts from."""
+        found = self._champions.get(domain)
+        return found[1] if found else None
 
     def trained_versions(self, domain: str) -> frozenset[str]:
         """Dataset versions this instance trained models on for `domain`."""

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from adaptmesh_ml import TrainedModel
-from adaptmesh_schemas.documents import DatasetSnapshot
+from adaptmesh_schemas.documents import DatasetSnapshot, ModelManifest
 from adaptmesh_schemas.events import RetrainRequested
-from adaptmesh_schemas.values import Lineage
+from adaptmesh_schemas.values import ArtifactRef, Lineage
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +73,34 @@ def build_lineage(
     request: RetrainRequested,
     snapshot: DatasetSnapshot,
     trained: TrainedModel,
-    parent_model_version: str | None,
+    parent: ModelManifest | None,
+    parent_artifact: ArtifactRef | None,
+    base_sha256: str,
     correlation_id: str,
     code: str,
 ) -> Lineage:
-    """Where a model trained for `request` on `snapshot` came from."""
+    """Where a model trained for `request` on `snapshot` came from, and how to rebuild it.
+
+    `parent` is the champion the run knew of (its version is the candidate's parent even when
+    training started from a fresh adapter); `parent_artifact` is set only for a warm start.
+    """
+    history = snapshot.taxonomy_history
     return Lineage(
         dataset_version=request.dataset_version,
         dataset_sha256=request.dataset.sha256,
         recipe_version=snapshot.recipe.recipe_version,
         base_model=snapshot.base_model,
-        parent_model_version=parent_model_version,
+        parent_model_version=parent.model_version if parent is not None else None,
         code_version=code,
         seed=trained.seed,
         hyperparameters=trained.hyperparameters,
         correlation_id=correlation_id,
+        base_model_sha256=base_sha256,
+        library_versions={**trained.library_versions, "adaptmesh": code},
+        determinism=trained.determinism,
+        init=trained.init,
+        parent_artifact=parent_artifact,
+        parent_adapter_sha256=trained.parent_adapter_sha256,
+        head_mapping=trained.head_mapping,
+        taxonomy_step_id=history[-1].step_id if history else None,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from adaptmesh_ml import TrainedModel
 from adaptmesh_ml import TrainingProgress as StepProgress
 from adaptmesh_schemas.documents import DatasetSnapshot
 from adaptmesh_schemas.events import (
@@ -46,7 +45,8 @@ def trained_event(
     run_id: str,
     model_version: str,
     artifact: ArtifactRef,
-    trained: TrainedModel,
+    labels: tuple[str, ...],
+    metrics: dict[str, float],
     lineage: Lineage,
     dataset: ArtifactRef,
 ) -> ModelTrained:
@@ -55,9 +55,9 @@ def trained_event(
         run_id=run_id,
         model_version=model_version,
         artifact=artifact,
-        labels=trained.labels,
+        labels=labels,
         lineage=lineage,
-        train_metrics=trained.metrics,
+        train_metrics=metrics,
         dataset=dataset,
     )
 

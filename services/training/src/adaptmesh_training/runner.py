@@ -1,176 +1,408 @@
-"""One training run under Ray Train: `TorchTrainer` around `adaptmesh_ml.train_classifier`.
+"""The runner: takes runs from the ledger one at a time and carries each to its end.
 
-The driver side (`train_on_ray`) runs in the service process; `train_loop` runs in each Ray
-Train worker. Rank 0 sends progress into a `ray.util.queue.Queue` while it trains, which the
-service drains and publishes as the run goes, and returns the trained model as a checkpoint.
+It runs beside the consumer (started and stopped with the broker, like drift-sensing's relay)
+so that a run never holds a Kafka record. For each open run, in order:
+
+1. A `saved` run (the service stopped between storing and announcing) is announced.
+2. A queued run is skipped when it is stale — its dataset is a strict ancestor of one already
+   trained for the domain, or a later open request of the domain descends from it.
+3. The base model must resolve (else `training.failed`, not retryable).
+4. `training.started` once (its event id is fixed by the run id), then the warm workers train;
+   rank 0's progress is published as `training.progress` and each checkpoint recorded in the
+   ledger as it is written. A newer request for the domain cancels the run in flight.
+5. A worker that dies is replaced and the run resumes from its last checkpoint, up to
+   `MESH_TRAINING_MAX_FAILURES` times; so does a run the service itself was killed during.
+6. The model is stored, the run marked `saved`, `model.trained` published (fixed event id),
+   then the run marked `done`. Exactly one `model.trained` per request: a crash before the
+   publish repeats it with the same id, which consumers drop as already seen.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import logging
-import shutil
-import tempfile
-import threading
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from datetime import UTC, datetime
 
-import ray.train
-import ray.train.torch
-from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
-from ray.util.queue import Empty, Queue
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from ray.exceptions import RayActorError
 
-from adaptmesh_ml import TrainedModel, TrainingProgress, train_classifier
+from adaptmesh_kit import ArtifactStore, MeshApp
+from adaptmesh_ml import (
+    TrainedModel,
+    TrainingCancelledError,
+    base_model_sha256,
+    load_model_files,
+    resolve_base_model,
+    save_model,
+)
+from adaptmesh_ml import TrainingProgress as StepProgress
+from adaptmesh_schemas import MeshEvent, Stream
 from adaptmesh_schemas.documents import DatasetSnapshot
-from adaptmesh_training.checkpoints import read_checkpoint, write_checkpoint
+from adaptmesh_training.failures import DatasetMismatchError, describe_failure
+from adaptmesh_training.ledger import TrainingLedger
+from adaptmesh_training.lineage import build_lineage, code_version, model_version_for
+from adaptmesh_training.ray_cluster import RayCluster
+from adaptmesh_training.run_events import (
+    failed_event,
+    progress_event,
+    started_event,
+    trained_event,
+)
+from adaptmesh_training.runs import RunLedger, RunRecord, RunStatus
+from adaptmesh_training.settings import TrainingSettings
+from adaptmesh_training.workers import (
+    CheckpointSaved,
+    Progress,
+    RunEvent,
+    RunJob,
+    RunOutcome,
+    WorkerGroup,
+)
 
 log = logging.getLogger(__name__)
 
-# How long one wait for progress lasts before the driver looks whether the run has ended.
-PROGRESS_POLL_SECONDS = 0.5
-FIT_SECONDS_METRIC = "ray_fit_seconds"
+STOP_TIMEOUT_SECONDS = 30.0
+# Base models loaded into the workers at start: those of the most recently seen datasets.
+WARM_BASES = 2
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything one run needs (one argument, so fields can be added compatibly)."""
+class RunRunner:
+    """Runs between `start()` and `stop()`; `wake()` after recording a request."""
 
-    run_id: str
-    snapshot: DatasetSnapshot
-    workers: int
-    max_failures: int
-    progress_every_steps: int
-    storage_dir: Path
-    cpus_per_worker: int = 1
+    def __init__(
+        self,
+        app: MeshApp,
+        *,
+        settings: TrainingSettings,
+        runs: RunLedger,
+        knowledge: TrainingLedger,
+        cluster: RayCluster,
+        workers: WorkerGroup,
+    ) -> None:
+        self._app = app
+        self._settings = settings
+        self._runs = runs
+        self._knowledge = knowledge
+        self._cluster = cluster
+        self._workers = workers
+        self._store: ArtifactStore = app.artifacts
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._warm: asyncio.Task[None] | None = None
+        self._current: RunRecord | None = None
 
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # Workers come up (torch imported, base models loaded) while nothing waits for them.
+        self._warm = loop.create_task(self._warm_up(), name="training-warm-up")
+        self._task = loop.create_task(self._loop(), name="training-runner")
 
-class RunProducedNoModelError(RuntimeError):
-    """Ray Train finished the run without a checkpoint, so there is no model to publish."""
-
-
-def train_loop(config: dict[str, Any]) -> None:
-    """Ray Train's per-worker function: train, and on rank 0 report the model as a checkpoint."""
-    snapshot = DatasetSnapshot.model_validate_json(config["snapshot"])
-    progress: Queue | None = config.get("progress")
-    rank = ray.train.get_context().get_world_rank()
-
-    def send_progress(step: TrainingProgress) -> None:
-        if progress is not None:
-            progress.put(step)
-
-    trained = train_classifier(
-        snapshot,
-        on_progress=send_progress,
-        progress_every_steps=config["progress_every_steps"],
-        prepare_model=ray.train.torch.prepare_model,
-        prepare_data_loader=ray.train.torch.prepare_data_loader,
-        world_rank=rank,
-    )
-    # Every rank reports once (Ray Train pairs the reports up); only rank 0 carries the model.
-    if rank != 0:
-        ray.train.report(trained.metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix="adaptmesh-checkpoint-") as directory:
-        write_checkpoint(trained, Path(directory))
-        ray.train.report(trained.metrics, checkpoint=Checkpoint.from_directory(directory))
-
-
-def train_on_ray(spec: RunSpec, progress: Queue | None = None) -> TrainedModel:
-    """Run `train_loop` under `TorchTrainer` and return rank 0's model (blocking).
-
-    Raises Ray Train's `TrainingFailedError` when the run failed after its retries. The run's
-    storage folder is removed afterwards: the model's durable copy is the artifact store's.
-    """
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={
-            "snapshot": spec.snapshot.model_dump_json(),
-            "progress": progress,
-            "progress_every_steps": spec.progress_every_steps,
-        },
-        # Ray sets each worker's torch threads to its CPU share: one worker on one CPU would
-        # leave the rest of the machine idle.
-        scaling_config=ScalingConfig(
-            num_workers=spec.workers,
-            use_gpu=False,
-            resources_per_worker={"CPU": spec.cpus_per_worker},
-        ),
-        run_config=RunConfig(
-            storage_path=str(spec.storage_dir),
-            name=spec.run_id,
-            failure_config=FailureConfig(max_failures=spec.max_failures),
-        ),
-    )
-    started = time.perf_counter()
-    try:
-        result = trainer.fit()
-        if result.checkpoint is None:
-            raise RunProducedNoModelError(f"run {spec.run_id} reported no checkpoint")
-        with result.checkpoint.as_directory() as directory:
-            trained = read_checkpoint(Path(directory))
-    finally:
-        shutil.rmtree(spec.storage_dir / spec.run_id, ignore_errors=True)
-    fit_seconds = time.perf_counter() - started
-    log.info(
-        "run %s: fit %.1f s, of which training %.1f s",
-        spec.run_id,
-        fit_seconds,
-        trained.metrics.get("train_seconds", float("nan")),
-    )
-    return replace(trained, metrics={**trained.metrics, FIT_SECONDS_METRIC: fit_seconds})
-
-
-async def train_with_progress(
-    spec: RunSpec, on_progress: Callable[[TrainingProgress], Awaitable[None]]
-) -> TrainedModel:
-    """`train_on_ray` in a thread, awaiting `on_progress` for each report as it arrives.
-
-    Needs Ray started. If this coroutine is cancelled or `on_progress` fails, the queue goes
-    away and the run fails at its next progress report instead of training on unobserved.
-    """
-    # The queue is an actor; it needs no CPU of its own (the workers need every one there is).
-    queue = Queue(actor_options={"num_cpus": 0})
-    fit = asyncio.wrap_future(_start_in_daemon_thread(spec, queue))
-    try:
-        while not fit.done():
+    async def _warm_up(self) -> None:
+        await self._cluster.ready()
+        if not self._workers.started:
+            await asyncio.to_thread(self._workers.start)
+        await self._caught_up()
+        for spec in self._knowledge.base_models()[-WARM_BASES:]:
             try:
-                step = await queue.get_async(timeout=PROGRESS_POLL_SECONDS)
-            except Empty:
+                await asyncio.to_thread(self._workers.preload, spec)
+            except Exception:
+                log.warning("could not preload base model %s", spec.model_id, exc_info=True)
+
+    async def _workers_ready(self) -> None:
+        if self._warm is not None:
+            try:
+                await self._warm
+            except Exception:
+                log.warning("warming up the workers failed", exc_info=True)
+        await self._cluster.ready()
+        if not self._workers.started:
+            await asyncio.to_thread(self._workers.start)
+
+    async def stop(self) -> None:
+        """Stop taking runs. A run in flight is abandoned, not failed: it stays `running` with
+        its last checkpoint and resumes when the service starts again."""
+        task, self._task = self._task, None
+        if self._warm is not None:
+            self._warm.cancel()
+        if task is None:
+            return
+        self._workers.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, STOP_TIMEOUT_SECONDS)
+
+    def wake(self) -> None:
+        """Something was recorded: look at the ledger again, and cancel the run in flight if
+        a newer request of its domain made it stale."""
+        current = self._current
+        if current is not None and self._superseded_by(current):
+            log.info(
+                "run %s: a newer dataset of %s arrived; cancelling", current.run_id, current.domain
+            )
+            self._workers.cancel()
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            record = self._runs.next_open()
+            if record is None:
+                await self._wake.wait()
                 continue
-            await on_progress(step)
-        # Workers put synchronously, so once the run is over everything it sent is queued.
-        for step in queue.get_nowait_batch(queue.qsize()):
-            await on_progress(step)
-        return await fit
-    finally:
-        queue.shutdown(force=True)
-        if not fit.done():
-            # Nobody awaits the abandoned run: log its end instead of an unretrieved exception.
-            fit.add_done_callback(_log_abandoned_run)
+            self._current = record
+            try:
+                await self._carry(record)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.exception("run %s failed", record.run_id)
+                await self._fail(self._runs.get(record.run_id) or record, error)
+            finally:
+                self._current = None
 
-
-def _start_in_daemon_thread(spec: RunSpec, queue: Queue) -> concurrent.futures.Future[TrainedModel]:
-    """Run `train_on_ray` on a daemon thread rather than the event loop's executor: a service
-    that stops mid-run must not wait for the run to finish (the loop's shutdown joins its
-    executor's threads); stopping Ray ends the run instead."""
-    outcome: concurrent.futures.Future[TrainedModel] = concurrent.futures.Future()
-
-    def run() -> None:
-        outcome.set_running_or_notify_cancel()
+    async def _carry(self, record: RunRecord) -> None:
+        if record.status is RunStatus.SAVED:
+            await self._announce(record)
+            return
         try:
-            outcome.set_result(train_on_ray(spec, queue))
-        except BaseException as error:  # noqa: BLE001  (handed to the awaiting coroutine)
-            outcome.set_exception(error)
+            snapshot = await asyncio.to_thread(self._load_snapshot, record)
+        except Exception as error:  # noqa: BLE001  (reported as training.failed)
+            await self._fail(record, error)
+            return
+        request = record.request
+        self._knowledge.record_dataset(
+            request.domain, request.dataset_version, snapshot.parent_version
+        )
+        if record.status is RunStatus.QUEUED:
+            stale = self._stale_reason(record)
+            if stale:
+                log.info("skipping run %s of %s: %s", record.run_id, record.domain, stale)
+                self._runs.update(
+                    record.model_copy(update={"status": RunStatus.SKIPPED, "note": stale})
+                )
+                return
+        try:
+            await asyncio.to_thread(resolve_base_model, snapshot.base_model)
+        except Exception as error:  # noqa: BLE001  (reported as training.failed)
+            await self._fail(record, error)
+            return
+        if record.status is RunStatus.QUEUED:
+            record = await self._begin(record, snapshot)
+        await self._train(record, snapshot)
 
-    threading.Thread(target=run, name=f"ray-run-{spec.run_id[:6]}", daemon=True).start()
-    return outcome
+    async def _begin(self, record: RunRecord, snapshot: DatasetSnapshot) -> RunRecord:
+        """First start: fix the parent (the champion now) and announce the run."""
+        await self._caught_up()
+        record = self._runs.update(
+            record.model_copy(
+                update={
+                    "status": RunStatus.RUNNING,
+                    "started_at": datetime.now(UTC),
+                    "parent": self._knowledge.champion_artifact(record.domain),
+                }
+            )
+        )
+        await self._publish(
+            record,
+            started_event(record.request, snapshot, record.run_id, self._settings.training_workers),
+            suffix="started",
+        )
+        log.info(
+            "run %s: %s on dataset %s", record.run_id, record.domain, record.request.dataset_version
+        )
+        return record
+
+    async def _train(self, record: RunRecord, snapshot: DatasetSnapshot) -> None:
+        await self._workers_ready()
+        while True:
+            record = self._runs.update(record.model_copy(update={"attempts": record.attempts + 1}))
+            if record.attempts > self._settings.training_max_failures + 1:
+                raise WorkersKeptFailingError(
+                    f"run {record.run_id} lost its workers {record.attempts - 1} times"
+                )
+            if record.checkpoint is not None:
+                log.info("run %s: resuming from step %d", record.run_id, record.checkpoint_step)
+            job = RunJob(
+                run_id=record.run_id,
+                dataset=record.request.dataset,
+                parent=record.parent,
+                checkpoint=record.checkpoint,
+                progress_every_steps=self._settings.training_progress_every_steps,
+                checkpoint_every_steps=self._settings.training_checkpoint_every_steps,
+            )
+            try:
+                outcome = await self._workers.run(job, self._on_event(record.run_id))
+                break
+            except TrainingCancelledError:
+                await self._cancelled(record)
+                return
+            except RayActorError as error:
+                log.warning(
+                    "run %s: a worker died (%s); restarting the workers", record.run_id, error
+                )
+                await asyncio.to_thread(self._workers.restart)
+                record = self._runs.get(record.run_id) or record
+        record = self._runs.get(record.run_id) or record
+        await self._save(record, snapshot, outcome)
+
+    def _on_event(self, run_id: str) -> Callable[[RunEvent], Awaitable[None]]:
+        async def handle(event: RunEvent) -> None:
+            record = self._runs.get(run_id)
+            if record is None:
+                return
+            if isinstance(event, Progress):
+                step = StepProgress(event.epoch, event.step, event.total_steps, event.loss)
+                await self._publish(record, progress_event(record.domain, run_id, step))
+            elif isinstance(event, CheckpointSaved):
+                self._runs.update(
+                    record.model_copy(
+                        update={"checkpoint": event.checkpoint, "checkpoint_step": event.step}
+                    )
+                )
+
+        return handle
+
+    async def _save(
+        self, record: RunRecord, snapshot: DatasetSnapshot, outcome: RunOutcome
+    ) -> None:
+        trained: TrainedModel = outcome.trained
+        if record.started_at is None:
+            raise RuntimeError(f"run {record.run_id} has no start time")
+        model_version = model_version_for(record.run_id, record.started_at)
+        lineage = build_lineage(
+            request=record.request,
+            snapshot=snapshot,
+            trained=trained,
+            parent=outcome.parent,
+            parent_artifact=record.parent if trained.init == "champion" else None,
+            base_sha256=await asyncio.to_thread(base_model_sha256, snapshot.base_model),
+            correlation_id=record.correlation_id,
+            code=code_version(),
+        )
+        artifact, _ = await asyncio.to_thread(
+            save_model,
+            self._store,
+            trained,
+            domain=record.domain,
+            model_version=model_version,
+            lineage=lineage,
+        )
+        log.info("run %s: %s (%s)", record.run_id, model_version, outcome.start_note)
+        record = self._runs.update(
+            record.model_copy(
+                update={
+                    "status": RunStatus.SAVED,
+                    "model": artifact,
+                    "model_version": model_version,
+                }
+            )
+        )
+        await self._announce(record)
+
+    async def _announce(self, record: RunRecord) -> None:
+        if record.model is None or record.model_version is None:
+            raise RuntimeError(f"run {record.run_id} is marked saved without a model")
+        manifest, _ = await asyncio.to_thread(load_model_files, self._store, record.model)
+        await self._publish(
+            record,
+            trained_event(
+                record.domain,
+                run_id=record.run_id,
+                model_version=record.model_version,
+                artifact=record.model,
+                labels=manifest.labels,
+                metrics=manifest.metrics,
+                lineage=manifest.lineage,
+                dataset=record.request.dataset,
+            ),
+            suffix="trained",
+        )
+        self._knowledge.record_trained(record.domain, record.request.dataset_version)
+        self._runs.update(record.model_copy(update={"status": RunStatus.DONE}))
+        log.info("run %s: model %s at %s", record.run_id, record.model_version, record.model.uri)
+
+    async def _cancelled(self, record: RunRecord) -> None:
+        newer = self._superseded_by(record)
+        note = f"cancelled: superseded by dataset {newer}" if newer else "cancelled"
+        self._runs.update(record.model_copy(update={"status": RunStatus.CANCELLED, "note": note}))
+        await self._publish(
+            record,
+            failed_event(record.domain, record.run_id, TrainingCancelledError(note)),
+            suffix="failed",
+        )
+        log.info("run %s: %s", record.run_id, note)
+
+    async def _fail(self, record: RunRecord, error: BaseException) -> None:
+        failure = describe_failure(error)
+        self._runs.update(
+            record.model_copy(update={"status": RunStatus.FAILED, "note": failure.error})
+        )
+        log.warning("run %s for %s failed: %s", record.run_id, record.domain, failure.error)
+        await self._publish(
+            record, failed_event(record.domain, record.run_id, error), suffix="failed"
+        )
+
+    def _stale_reason(self, record: RunRecord) -> str | None:
+        version = record.request.dataset_version
+        if self._knowledge.is_stale(record.domain, version):
+            return f"a model exists on a newer dataset than {version}"
+        newer = self._superseded_by(record)
+        if newer:
+            return f"a newer request (dataset {newer}) of the domain is waiting"
+        return None
+
+    def _superseded_by(self, record: RunRecord) -> str | None:
+        """The dataset version of a later open request of the domain that descends from this
+        run's dataset, if any."""
+        version = record.request.dataset_version
+        for later in self._runs.open_after(record):
+            later_version = later.request.dataset_version
+            if version in self._knowledge.ancestors(record.domain, later_version):
+                return later_version
+        return None
+
+    async def _caught_up(self) -> None:
+        """Champions and dataset ancestry are learnt from broadcast reads of two topics; a
+        run's parent is only fixed once those reads have reached what the topics hold."""
+        within = self._settings.training_catch_up_seconds
+        if within <= 0:
+            return
+        for stream in (Stream.MODELS_READY, Stream.DATASETS):
+            try:
+                await self._app.caught_up(stream, within_seconds=within)
+            except Exception as error:  # noqa: BLE001  (a slow topic must not block training)
+                log.warning("not caught up with %s (%s); going on with what is known", stream, error)
+
+    async def _publish(
+        self, record: RunRecord, event: MeshEvent, *, suffix: str | None = None
+    ) -> None:
+        # Published outside the handler that consumed the request: attach its trace context
+        # so the run's events stay in the change's trace.
+        token = otel_context.attach(propagate.extract(record.trace_context))
+        try:
+            await self._app.publish(
+                event,
+                correlation_id=record.correlation_id,
+                causation_id=record.request_id,
+                event_id=f"{record.run_id}.{suffix}" if suffix else None,
+            )
+        finally:
+            otel_context.detach(token)
+
+    def _load_snapshot(self, record: RunRecord) -> DatasetSnapshot:
+        """The request's dataset, digest-verified, and checked to be the domain's."""
+        snapshot = self._store.get_document(record.request.dataset, DatasetSnapshot)
+        if snapshot.domain != record.domain:
+            raise DatasetMismatchError(
+                f"dataset {record.request.dataset.uri} belongs to {snapshot.domain!r}, "
+                f"not {record.domain!r}"
+            )
+        return snapshot
 
 
-def _log_abandoned_run(fit: asyncio.Future[TrainedModel]) -> None:
-    if not fit.cancelled() and fit.exception() is not None:
-        log.warning("an abandoned training run ended: %s", fit.exception())
+class WorkersKeptFailingError(RuntimeError):
+    """A run's workers died more often than `MESH_TRAINING_MAX_FAILURES` allows."""

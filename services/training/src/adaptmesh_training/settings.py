@@ -16,14 +16,28 @@ class TrainingSettings(MeshSettings):
     training_workers: int = Field(
         default=1,
         ge=1,
-        description="Ray Train workers per run (on a single small machine one worker with "
-        "every core is as fast as two).",
+        description="Warm Ray workers training each run together (distributed data-parallel "
+        "when more than one; on a single small machine one worker with every core is as fast "
+        "as two).",
     )
     training_max_failures: int = Field(
-        default=1,
+        default=2,
         ge=0,
-        description="Times Ray Train restarts a run whose workers failed before the run is "
-        "reported as failed.",
+        description="Times a run is resumed from its last checkpoint after its workers died "
+        "before it is reported as failed.",
+    )
+    training_catch_up_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long a run's first start waits for this instance to have read the "
+        "models-ready and datasets topics to their ends (so it knows the champion to "
+        "warm-start from); 0 = do not wait.",
+    )
+    training_checkpoint_every_steps: int = Field(
+        default=50,
+        ge=1,
+        description="Optimiser steps between two checkpoints (there is one at every epoch's "
+        "end too).",
     )
     training_num_cpus: int | None = Field(
         default=None,
@@ -37,7 +51,7 @@ class TrainingSettings(MeshSettings):
     training_cpus_per_worker: int | None = Field(
         default=None,
         ge=1,
-        description="CPUs (and so torch threads) each Ray Train worker takes; unset: this "
+        description="CPUs (and so torch threads) each training worker takes; unset: this "
         "machine's cores shared evenly between the workers.",
     )
 
