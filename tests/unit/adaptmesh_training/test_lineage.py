@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from adaptmesh_ml import TrainedModel
-from adaptmesh_schemas.documents import ModelManifest
 from adaptmesh_schemas.events import RetrainReason, RetrainRequested
-from adaptmesh_schemas.values import ArtifactRef, Lineage
+from adaptmesh_schemas.values import ArtifactRef
 from adaptmesh_training.lineage import build_lineage, code_version, model_version_for, new_run_id
 from tests.unit.adaptmesh_training.snapshots import BASE_MODEL, tiny_snapshot
 
@@ -50,27 +49,11 @@ def test_lineage_names_dataset_recipe_base_model_parent_code_and_chain() -> None
     request = RetrainRequested(
         domain="fin-news", reason=RetrainReason.DATA, dataset_version="ds-42", dataset=DATASET
     )
-    parent = ModelManifest(
-        domain="fin-news",
-        model_version="m-20260101000000-aaaaaa",
-        task="sequence-classification",
-        labels=("crude", "grain"),
-        files=(),
-        lineage=Lineage(
-            dataset_version="ds-41",
-            dataset_sha256="cd" * 32,
-            recipe_version="r9",
-            base_model=BASE_MODEL,
-            code_version="0.1.0",
-            seed=7,
-            correlation_id="change-0",
-        ),
-    )
     lineage = build_lineage(
         request=request,
         snapshot=snapshot,
         trained=trained(),
-        parent=parent,
+        parent_version="m-20260101000000-aaaaaa",
         parent_artifact=None,
         base_sha256="ee" * 32,
         correlation_id="change-1",

@@ -57,7 +57,7 @@ def test_trained_carries_the_manifest_ref_labels_lineage_and_metrics() -> None:
         request=REQUEST,
         snapshot=tiny_snapshot("fin-news"),
         trained=trained,
-        parent=None,
+        parent_version=None,
         parent_artifact=None,
         base_sha256="ee" * 32,
         correlation_id="c",

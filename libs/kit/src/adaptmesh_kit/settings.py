@@ -35,8 +35,11 @@ class MeshSettings(BaseSettings):
         "BENCH_",
         "EMBEDDED_",
     )
-    # Variables read by the embedded launcher and tests, not by services.
-    outside_variables: ClassVar[frozenset[str]] = frozenset({"MESH_KAFKA_JARS_DIR"})
+    # Read by libraries rather than by a service: the embedded broker's jars, and where
+    # adaptmesh_ml keeps base models converted once (e.g. GGUF to safetensors).
+    outside_variables: ClassVar[frozenset[str]] = frozenset(
+        {"MESH_KAFKA_JARS_DIR", "MESH_MODEL_CACHE"}
+    )
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers."

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from adaptmesh_ml import TrainedModel
-from adaptmesh_schemas.documents import DatasetSnapshot, ModelManifest
+from adaptmesh_schemas.documents import DatasetSnapshot
 from adaptmesh_schemas.events import RetrainRequested
 from adaptmesh_schemas.values import ArtifactRef, Lineage
 
@@ -73,7 +73,7 @@ def build_lineage(
     request: RetrainRequested,
     snapshot: DatasetSnapshot,
     trained: TrainedModel,
-    parent: ModelManifest | None,
+    parent_version: str | None,
     parent_artifact: ArtifactRef | None,
     base_sha256: str,
     correlation_id: str,
@@ -81,7 +81,7 @@ def build_lineage(
 ) -> Lineage:
     """Where a model trained for `request` on `snapshot` came from, and how to rebuild it.
 
-    `parent` is the champion the run knew of (its version is the candidate's parent even when
+    `parent_version` is the champion the run knew of (the candidate's parent even when
     training started from a fresh adapter); `parent_artifact` is set only for a warm start.
     """
     history = snapshot.taxonomy_history
@@ -90,7 +90,7 @@ def build_lineage(
         dataset_sha256=request.dataset.sha256,
         recipe_version=snapshot.recipe.recipe_version,
         base_model=snapshot.base_model,
-        parent_model_version=parent.model_version if parent is not None else None,
+        parent_model_version=parent_version,
         code_version=code,
         seed=trained.seed,
         hyperparameters=trained.hyperparameters,

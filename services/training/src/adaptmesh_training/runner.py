@@ -203,6 +203,7 @@ class RunRunner:
                     "status": RunStatus.RUNNING,
                     "started_at": datetime.now(UTC),
                     "parent": self._knowledge.champion_artifact(record.domain),
+                    "parent_version": self._knowledge.champion(record.domain),
                 }
             )
         )
@@ -277,7 +278,7 @@ class RunRunner:
             request=record.request,
             snapshot=snapshot,
             trained=trained,
-            parent=outcome.parent,
+            parent_version=record.parent_version,
             parent_artifact=record.parent if trained.init == "champion" else None,
             base_sha256=await asyncio.to_thread(base_model_sha256, snapshot.base_model),
             correlation_id=record.correlation_id,
@@ -375,7 +376,9 @@ class RunRunner:
             try:
                 await self._app.caught_up(stream, within_seconds=within)
             except Exception as error:  # noqa: BLE001  (a slow topic must not block training)
-                log.warning("not caught up with %s (%s); going on with what is known", stream, error)
+                log.warning(
+                    "not caught up with %s (%s); going on with what is known", stream, error
+                )
 
     async def _publish(
         self, record: RunRecord, event: MeshEvent, *, suffix: str | None = None

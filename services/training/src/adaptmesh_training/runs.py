@@ -59,6 +59,9 @@ class RunRecord(BaseModel):
     parent: ArtifactRef | None = Field(
         default=None, description="The champion it warm-starts from, fixed at its first start."
     )
+    parent_version: str | None = Field(
+        default=None, description="That champion's model version (the candidate's parent)."
+    )
     checkpoint: ArtifactRef | None = Field(default=None, description="Its latest checkpoint.")
     checkpoint_step: int = Field(default=0, ge=0, description="Step of that checkpoint.")
     model: ArtifactRef | None = Field(default=None, description="The stored model (saved).")

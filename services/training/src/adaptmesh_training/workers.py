@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -114,6 +115,10 @@ class TrainingWorker:
         self._world_size = world_size
         self._store = ArtifactStore(store_root)
         self._bases = BaseModelCache()
+
+    def pid(self) -> int:
+        """This worker's process id (operators and fault tests kill it by that)."""
+        return os.getpid()
 
     def address(self) -> tuple[str, int]:
         """Where rank 0 can be reached for the process group's rendezvous."""
@@ -244,6 +249,10 @@ class WorkerGroup:
     def cancel(self) -> None:
         if self._control is not None:
             self._control.cancel.remote()
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids, rank by rank."""
+        return [int(pid) for pid in ray.get([actor.pid.remote() for actor in self._actors])]
 
     async def run(self, job: RunJob, on_event: Callable[[RunEvent], Awaitable[None]]) -> RunOutcome:
         """Train `job` on every rank, handing rank 0's reports to `on_event` as they come.
