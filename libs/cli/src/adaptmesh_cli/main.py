@@ -5,6 +5,7 @@ adaptmesh publish FILE         publish a change event (JSON body) to the mesh
 adaptmesh watch [STREAM]       print events from a mesh topic as they arrive
 adaptmesh release-base         move every domain on one base model to another
 adaptmesh replay               rebuild every dataset version from the log, check the digests
+adaptmesh rebuild DOMAIN VER   retrain a model from its recorded inputs, compare bytes and metrics
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from adaptmesh_cli.demo import run_demo
+from adaptmesh_cli.rebuild import run_rebuild
 from adaptmesh_cli.replay import run_replay
 from adaptmesh_cli.scenario import run_scenario
 from adaptmesh_cli.up import run_up
@@ -102,7 +104,7 @@ async def watch(stream: Stream, settings: MeshSettings, *, from_beginning: bool)
         await consumer.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (one return per command)
     parser = argparse.ArgumentParser(
         prog="adaptmesh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -145,6 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     replay_cmd.add_argument(
         "--store", type=Path, help="artifact store directory to keep (default: a temporary one)"
     )
+    rebuild_cmd = commands.add_parser(
+        "rebuild",
+        help="retrain a model from its recorded inputs; exit 0 when adapter and metrics match",
+    )
+    rebuild_cmd.add_argument("domain")
+    rebuild_cmd.add_argument("model_version")
+    rebuild_cmd.add_argument(
+        "--scratch", type=Path, help="artifact store for the rebuilt model (default: temporary)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -161,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(release_base(release_of(args), settings))
         elif args.command == "replay":
             return asyncio.run(run_replay(settings, domain=args.domain, store=args.store))
+        elif args.command == "rebuild":
+            return run_rebuild(settings, args.domain, args.model_version, scratch=args.scratch)
         else:
             asyncio.run(watch(Stream(args.stream), settings, from_beginning=args.from_beginning))
     except KeyboardInterrupt:
