@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 KAFKA_JARS := infra/kafka/lib/.complete
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-backbone test lint typecheck schemas bench-backbone bench-loop up clean
+.PHONY: setup demo demo-backbone test lint typecheck schemas bench-backbone bench-loop bench-incremental up clean
 
 setup: .venv/.synced $(KAFKA_JARS)
 
@@ -46,6 +46,9 @@ clean:
 
 bench-loop: setup
 	$(UV) run --frozen python -m bench.loop
+
+bench-incremental: setup
+	$(UV) run --frozen python -m bench.incremental
 
 up: setup
 	$(UV) run --frozen adaptmesh up
