@@ -1,14 +1,17 @@
-"""The training service on a real broker with a real local Ray: LoRA runs under Ray Train.
+"""The training service on a real broker with a real local Ray and its warm worker actors.
 
 One local Ray serves the whole module (starting it costs seconds); each test has its own topics,
-consumer group and artifact store. Each run costs Ray Train's fixed start-up (tens of seconds
-on two cores), so the datasets are tiny and the timeouts generous.
+consumer group and artifact store, and its app its own workers (they start once per app, then
+every run reuses them). The datasets are tiny and the timeouts generous (two busy cores).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import re
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
 from adaptmesh_kit import ArtifactStore, MeshApp, create_app
-from adaptmesh_ml import Classifier
+from adaptmesh_ml import ADAPTER_WEIGHTS_FILE, Classifier, load_model_files
 from adaptmesh_schemas import Envelope, MeshEvent, Stream, decode_event, read_envelope
 from adaptmesh_schemas.events import (
     ModelReady,
@@ -30,10 +33,10 @@ from adaptmesh_schemas.events import (
     TrainingStarted,
 )
 from adaptmesh_schemas.values import ArtifactRef, Lineage
-from adaptmesh_training.app import build_app
-from adaptmesh_training.ledger import TrainingLedger
+from adaptmesh_training.app import TrainingApp, build_app
 from adaptmesh_training.lineage import code_version
 from adaptmesh_training.ray_cluster import RayCluster
+from adaptmesh_training.runs import RunStatus
 from adaptmesh_training.settings import TrainingSettings
 from tests.meshtest import eventually, mesh_settings
 from tests.unit.adaptmesh_training.snapshots import BASE_MODEL, tiny_snapshot
@@ -103,7 +106,7 @@ async def training_events(
 
 
 @pytest.mark.timeout(600)
-async def test_a_retrain_request_trains_under_ray_and_publishes_a_loadable_model(
+async def test_runs_train_on_warm_workers_and_a_retrain_starts_from_the_champion(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path, ray_cluster: RayCluster
 ) -> None:
     settings = training_settings(
@@ -112,18 +115,30 @@ async def test_a_retrain_request_trains_under_ray_and_publishes_a_loadable_model
     domain = f"d-{unique_name}"
     store = ArtifactStore(settings.artifact_root)
     dataset = store.put_document(tiny_snapshot(domain))
-    async with build_app(settings, cluster=ray_cluster), create_app(settings, "probe") as probe:
+    app = build_app(settings, cluster=ray_cluster)
+    async with app, create_app(settings, "probe") as probe:
         sent = await probe.publish(retrain(domain, "v1", dataset))
         seen = await training_events(
             kafka_bootstrap, probe.topic(Stream.TRAINING), lambda s: ended(s, sent)
         )
+        first = caused_by(seen, sent)[-1]
+        assert isinstance(first, ModelTrained), first
+        # The gate promotes it; the next request (more data, same taxonomy) starts from it.
+        await probe.publish(promoted(first))
+        await eventually(lambda: app.knowledge.champion(domain) is not None, 60)
+        larger = store.put_document(tiny_snapshot(domain, parent_version="v1", extra=2))
+        again = await probe.publish(retrain(domain, "v2", larger))
+        seen = await training_events(
+            kafka_bootstrap, probe.topic(Stream.TRAINING), lambda s: ended(s, again)
+        )
+        runs = app.runs.all()
 
     started, *middle, trained = caused_by(seen, sent)
     assert isinstance(started, TrainingStarted)
     assert isinstance(trained, ModelTrained), trained
     progress = [event for event in middle if isinstance(event, TrainingProgress)]
     assert progress == middle
-    assert {envelope.correlationid for _, envelope in seen} == {sent.correlationid}
+    assert {envelope.correlationid for _, envelope in seen} >= {sent.correlationid}
     assert {event.run_id for event in progress} | {trained.run_id} == {started.run_id}
     assert (started.dataset_version, started.recipe_version, started.workers) == ("v1", "r1", 1)
 
@@ -141,9 +156,11 @@ async def test_a_retrain_request_trains_under_ray_and_publishes_a_loadable_model
     assert lineage.seed == 7
     assert lineage.correlation_id == sent.correlationid
     assert lineage.hyperparameters["max_length"] == 32
-    metrics = trained.train_metrics
-    assert metrics["train_steps"] == 5
-    assert metrics["ray_fit_seconds"] > metrics["train_seconds"] > 0
+    assert lineage.init == "base"
+    assert lineage.base_model_sha256 is not None
+    assert set(lineage.library_versions) >= {"torch", "transformers", "peft", "adaptmesh"}
+    assert lineage.determinism["torch_threads"] == settings.cpus_per_worker()
+    assert trained.train_metrics["train_steps"] == 5
 
     classifier = await asyncio.to_thread(Classifier.load, store, trained.artifact)
     assert classifier.model_version == trained.model_version
@@ -151,8 +168,22 @@ async def test_a_retrain_request_trains_under_ray_and_publishes_a_loadable_model
     assert classifier.manifest.lineage == lineage
     [prediction] = await asyncio.to_thread(classifier.predict, ["oil prices fell again"])
     assert prediction.label in trained.labels
-    # The run's Ray storage is gone once the model is in the artifact store.
-    assert not (tmp_path / "state" / "ray" / started.run_id).exists()
+
+    warm = caused_by(seen, again)[-1]
+    assert isinstance(warm, ModelTrained), warm
+    assert warm.lineage.init == "champion"
+    assert warm.lineage.parent_model_version == trained.model_version
+    assert warm.lineage.parent_artifact == trained.artifact
+    _, parent_files = load_model_files(store, trained.artifact)
+    assert (
+        warm.lineage.parent_adapter_sha256
+        == hashlib.sha256(parent_files[ADAPTER_WEIGHTS_FILE]).hexdigest()
+    )
+    assert warm.lineage.head_mapping == {label: (label,) for label in trained.labels}
+    # The six new texts plus the replay share of older ones (min_replay 64 > 18: all of them).
+    assert warm.train_metrics["new_examples"] == 6
+    assert warm.train_metrics["replayed_examples"] == 18
+    assert [run.status for run in runs] == [RunStatus.DONE, RunStatus.DONE]
 
 
 @pytest.mark.timeout(600)
@@ -162,9 +193,10 @@ async def test_failed_runs_are_reported_once_and_the_next_request_still_trains(
     settings = training_settings(kafka_bootstrap, unique_name, tmp_path, training_max_failures=0)
     domain = f"d-{unique_name}"
     store = ArtifactStore(settings.artifact_root)
-    good = store.put_document(tiny_snapshot(domain, parent_version="v1"))
+    good = store.put_document(tiny_snapshot(domain, parent_version="v1", init="base"))
+    warm = store.put_document(tiny_snapshot(domain, parent_version="v0"))
     tampered = good.model_copy(update={"sha256": "0" * 64})
-    snapshot = tiny_snapshot(domain)
+    snapshot = tiny_snapshot(domain, init="base")
     # Valid as a document, hopeless as training data: it fails inside the Ray worker.
     all_eval = snapshot.model_copy(
         update={
@@ -172,17 +204,19 @@ async def test_failed_runs_are_reported_once_and_the_next_request_still_trains(
         }
     )
     hopeless = store.put_document(all_eval)
-    ledger = TrainingLedger()
-    app = build_app(settings, cluster=ray_cluster, ledger=ledger)
+    app = build_app(settings, cluster=ray_cluster)
     async with app, create_app(settings, "probe") as probe:
+        # A champion whose manifest is not where its claim check says.
         await probe.publish(champion(domain, "m-20260101000000-c0ffee"))
-        await eventually(lambda: ledger.champion(domain) is not None, 60, "champion unknown")
+        await eventually(lambda: app.knowledge.champion(domain) is not None, 60, "no champion")
         bad_digest = await probe.publish(retrain(domain, "v-tampered", tampered))
         doomed = await probe.publish(retrain(domain, "v-empty", hopeless))
+        lost_champion = await probe.publish(retrain(domain, "v0", warm))
         healthy = await probe.publish(retrain(domain, "v2", good))
         seen = await training_events(
             kafka_bootstrap, probe.topic(Stream.TRAINING), lambda s: ended(s, healthy)
         )
+        runs = app.runs.all()
 
     [digest_failure] = caused_by(seen, bad_digest)
     assert isinstance(digest_failure, TrainingFailed)
@@ -196,10 +230,19 @@ async def test_failed_runs_are_reported_once_and_the_next_request_still_trains(
     assert "no train examples" in worker_failure.error
     assert worker_failure.retryable is False
 
+    started, champion_failure = caused_by(seen, lost_champion)
+    assert isinstance(champion_failure, TrainingFailed)
+    assert champion_failure.error.startswith("ArtifactPathError: file:///elsewhere/manifest.json")
+    assert champion_failure.retryable is False
+
     *_, trained = caused_by(seen, healthy)
     assert isinstance(trained, ModelTrained), trained
+    # Trained from a fresh adapter (the recipe says so), the champion is still its parent.
     assert trained.lineage.parent_model_version == "m-20260101000000-c0ffee"
-    assert ledger.trained_versions(domain) == {"v2"}
+    assert trained.lineage.init == "base"
+    assert app.knowledge.trained_versions(domain) == {"v2"}
+    statuses = [run.status for run in runs]
+    assert statuses == [RunStatus.FAILED] * 3 + [RunStatus.DONE]
 
 
 @pytest.mark.timeout(600)
@@ -213,14 +256,12 @@ async def test_two_instances_in_one_group_share_the_domains(
             tmp_path,
             topic_partitions=4,
             state_dir=tmp_path / name,
+            # Both instances' workers fit on the shared two-CPU Ray.
+            training_cpus_per_worker=1,
         )
         for name in ("a", "b")
     }
-    ledgers = {name: TrainingLedger() for name in settings}
-    apps = {
-        name: build_app(settings[name], cluster=ray_cluster, ledger=ledgers[name])
-        for name in settings
-    }
+    apps = {name: build_app(settings[name], cluster=ray_cluster) for name in settings}
     store = ArtifactStore(settings["a"].artifact_root)
     # One domain per partition, so whatever the assignment, each instance owns some domains.
     domains = domains_covering(4, unique_name)
@@ -246,10 +287,146 @@ async def test_two_instances_in_one_group_share_the_domains(
             TrainingStarted,
             ModelTrained,
         ], run
-    for name, ledger in ledgers.items():
-        assert ledger.trained_domains() == owners[name]
-        assert ledger.trained_domains()
+    for name, app in apps.items():
+        assert app.knowledge.trained_domains() == owners[name]
+        assert app.knowledge.trained_domains()
     assert owners["a"] | owners["b"] == set(domains.values())
+
+
+@pytest.mark.timeout(600)
+async def test_a_rebalance_and_a_run_longer_than_the_poll_interval_start_no_second_run(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, ray_cluster: RayCluster
+) -> None:
+    settings = {
+        name: training_settings(
+            kafka_bootstrap,
+            unique_name,
+            tmp_path,
+            state_dir=tmp_path / name,
+            training_cpus_per_worker=1,
+            # Far shorter than the run: a handler that held the record would be thrown out of
+            # the group and its record handed to the other instance.
+            max_poll_interval_ms=2_000,
+        )
+        for name in ("a", "b")
+    }
+    domain = f"d-{unique_name}"
+    store = ArtifactStore(settings["a"].artifact_root)
+    long_run = store.put_document(tiny_snapshot(domain, epochs=12))
+    first = build_app(settings["a"], cluster=ray_cluster)
+    second = build_app(settings["b"], cluster=ray_cluster)
+    async with first, create_app(settings["a"], "probe") as probe:
+        sent = await probe.publish(retrain(domain, "v1", long_run))
+        await training_events(
+            kafka_bootstrap,
+            probe.topic(Stream.TRAINING),
+            lambda s: any(isinstance(e, TrainingProgress) for e in caused_by(s, sent)),
+        )
+        async with second:  # joins the group mid-run: the partition may move to it
+            seen = await training_events(
+                kafka_bootstrap, probe.topic(Stream.TRAINING), lambda s: ended(s, sent)
+            )
+            await asyncio.sleep(3)  # room for a second run to show itself, if there were one
+            seen = await training_events(
+                kafka_bootstrap, probe.topic(Stream.TRAINING), lambda s: ended(s, sent)
+            )
+            runs = {"a": first.runs.all(), "b": second.runs.all()}
+    run = caused_by(seen, sent)
+    kinds = [type(event) for event in run if not isinstance(event, TrainingProgress)]
+    assert kinds == [TrainingStarted, ModelTrained], kinds
+    assert run[-1].train_metrics["train_steps"] == 60  # type: ignore[attr-defined]
+    assert len(runs["a"]) == 1
+    assert runs["b"] == []
+
+
+@pytest.mark.timeout(600)
+async def test_a_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, ray_cluster: RayCluster
+) -> None:
+    settings = training_settings(
+        kafka_bootstrap,
+        unique_name,
+        tmp_path,
+        training_progress_every_steps=1,
+        training_checkpoint_every_steps=3,
+    )
+    domain = f"d-{unique_name}"
+    store = ArtifactStore(settings.artifact_root)
+    dataset = store.put_document(tiny_snapshot(domain, epochs=6))
+    app = build_app(settings, cluster=ray_cluster)
+    async with app, create_app(settings, "probe") as probe:
+        sent = await probe.publish(retrain(domain, "v1", dataset))
+        await eventually(lambda: checkpointed_step(app) >= 6, 300, "no checkpoint")
+        [pid] = app.workers.pids()
+        os.kill(pid, signal.SIGKILL)
+        killed_after = checkpointed_step(app)
+        seen = await training_events(
+            kafka_bootstrap, probe.topic(Stream.TRAINING), lambda s: ended(s, sent)
+        )
+        [record] = app.runs.all()
+
+    run = caused_by(seen, sent)
+    assert isinstance(run[-1], ModelTrained), run
+    assert sum(isinstance(event, TrainingStarted) for event in run) == 1
+    steps = [event.step for event in run if isinstance(event, TrainingProgress)]
+    # Progress goes up to the kill, then on from just after the last checkpoint: the run never
+    # starts over from step 1, and every step is reported (some twice, when the kill came
+    # after steps that no checkpoint had saved yet).
+    assert steps.count(1) == 1
+    assert set(steps) == set(range(1, 31))
+    repeats = [i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]]
+    assert len(repeats) <= 1
+    for i in repeats:
+        resumed_from = steps[i] - 1
+        assert resumed_from >= killed_after >= 6
+        assert resumed_from % 3 == 0 or resumed_from % 5 == 0  # a checkpoint: every 3, epoch ends
+    assert record.attempts == 2
+    assert record.status is RunStatus.DONE
+
+
+@pytest.mark.timeout(600)
+async def test_two_workers_train_one_model_with_distributed_data_parallel(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, ray_cluster: RayCluster
+) -> None:
+    settings = training_settings(
+        kafka_bootstrap, unique_name, tmp_path, training_workers=2, training_cpus_per_worker=1
+    )
+    domain = f"d-{unique_name}"
+    store = ArtifactStore(settings.artifact_root)
+    dataset = store.put_document(tiny_snapshot(domain, epochs=2))
+    app = build_app(settings, cluster=ray_cluster)
+    async with app, create_app(settings, "probe") as probe:
+        sent = await probe.publish(retrain(domain, "v1", dataset))
+        seen = await training_events(
+            kafka_bootstrap, probe.topic(Stream.TRAINING), lambda s: ended(s, sent)
+        )
+        assert len(app.workers.pids()) == 2
+    started, *_, trained = caused_by(seen, sent)
+    assert isinstance(started, TrainingStarted)
+    assert started.workers == 2
+    assert isinstance(trained, ModelTrained), trained
+    assert trained.lineage.hyperparameters["world_size"] == 2
+    # 18 examples sharded over two ranks in batches of 4: three steps an epoch on each.
+    assert trained.train_metrics["train_steps"] == 6
+    classifier = await asyncio.to_thread(Classifier.load, store, trained.artifact)
+    predictions = await asyncio.to_thread(
+        classifier.predict, ["oil prices fell again", "wheat harvest was poor"]
+    )
+    assert all(p.label in trained.labels for p in predictions)
+
+
+def checkpointed_step(app: TrainingApp) -> int:
+    return max((run.checkpoint_step for run in app.runs.all()), default=0)
+
+
+def promoted(trained: ModelTrained) -> ModelReady:
+    return ModelReady(
+        domain=trained.domain,
+        model_version=trained.model_version,
+        artifact=trained.artifact,
+        labels=trained.labels,
+        lineage=trained.lineage,
+    )
 
 
 def champion(domain: str, model_version: str) -> ModelReady:

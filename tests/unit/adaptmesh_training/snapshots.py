@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Literal
 
 from adaptmesh_schemas.documents import DatasetExample, DatasetSnapshot
 from adaptmesh_schemas.events import RecipeChanged
@@ -50,15 +51,19 @@ def tiny_snapshot(
     recipe_version: str = "r1",
     base_model: BaseModelSpec = BASE_MODEL,
     parent_version: str | None = None,
+    epochs: int = 1,
+    init: Literal["champion", "base"] = "champion",
+    extra: int = 0,
 ) -> DatasetSnapshot:
-    """24 short texts over 3 labels; one epoch at max_length 32 trains in seconds."""
+    """24 short texts over 3 labels (plus `extra` variants per label, all train); one epoch at
+    max_length 32 trains in seconds."""
     labels = tuple(_TEXTS)
     recipe = RecipeChanged(
         domain=domain,
         recipe_version=recipe_version,
         base_model=base_model,
         labels=labels,
-        training=TrainingSettings(epochs=1, batch_size=4, max_length=32, seed=7),
+        training=TrainingSettings(epochs=epochs, batch_size=4, max_length=32, seed=7, init=init),
     )
     examples = tuple(
         DatasetExample(
@@ -70,6 +75,16 @@ def tiny_snapshot(
         )
         for label, texts in _TEXTS.items()
         for index, text in enumerate(texts)
+    ) + tuple(
+        DatasetExample(
+            example_id=hashlib.sha256(f"{text} ({number})".encode()).hexdigest(),
+            text=f"{text} ({number})",
+            label=label,
+            split="train",
+            source_event_id="e-test-extra",
+        )
+        for label, texts in _TEXTS.items()
+        for number, text in enumerate(texts[:extra])
     )
     return DatasetSnapshot(
         domain=domain,

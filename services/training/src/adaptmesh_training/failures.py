@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic import ValidationError
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from adaptmesh_kit import ArtifactError
 from adaptmesh_ml import (
@@ -36,7 +36,13 @@ class Failure:
 
 
 def describe_failure(error: BaseException) -> Failure:
-    """The message and retry verdict for an exception that ended a run."""
+    """The message and retry verdict for an exception that ended a run.
+
+    An error raised in a worker arrives wrapped by Ray (with the worker's traceback and
+    terminal colours); the event reports the worker's own exception.
+    """
+    while isinstance(error, RayTaskError) and isinstance(error.cause, BaseException):
+        error = error.cause
     text = f"{type(error).__name__}: {error}"
     if len(text) > MAX_ERROR_CHARS:
         text = text[: MAX_ERROR_CHARS - 1] + "…"

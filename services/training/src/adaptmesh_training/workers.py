@@ -212,6 +212,7 @@ class WorkerGroup:
         self._threads = threads_per_worker
         self._store_root = store_root
         self._actors: list[Any] = []
+        self._pids: list[int] = []
         self._control: Any = None
 
     @property
@@ -227,6 +228,8 @@ class WorkerGroup:
             ).remote(rank, self.workers, self._threads, self._store_root)
             for rank in range(self.workers)
         ]
+        # Asked now: a busy actor answers only after the run in hand.
+        self._pids = [int(pid) for pid in ray.get([actor.pid.remote() for actor in self._actors])]
         if self.workers > 1:
             host, port = ray.get(self._actors[0].address.remote())
             ray.get([actor.join.remote(host, port) for actor in self._actors])
@@ -244,7 +247,7 @@ class WorkerGroup:
         for actor in [*self._actors, self._control]:
             if actor is not None:
                 ray.kill(actor)
-        self._actors, self._control = [], None
+        self._actors, self._pids, self._control = [], [], None
 
     def cancel(self) -> None:
         if self._control is not None:
@@ -252,7 +255,7 @@ class WorkerGroup:
 
     def pids(self) -> list[int]:
         """The worker processes' ids, rank by rank."""
-        return [int(pid) for pid in ray.get([actor.pid.remote() for actor in self._actors])]
+        return list(self._pids)
 
     async def run(self, job: RunJob, on_event: Callable[[RunEvent], Awaitable[None]]) -> RunOutcome:
         """Train `job` on every rank, handing rank 0's reports to `on_event` as they come.
