@@ -94,6 +94,14 @@ class TrainingSettings(Value):
         "head (head rows mapped through taxonomy changes) when the base model and LoRA shape "
         "are unchanged, else a fresh adapter; `base` = always a fresh adapter and head.",
     )
+    warm_learning_rate_scale: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="A warm-started run's learning rate is `learning_rate` times this: the "
+        "adapter is already trained, and a fresh optimiser at full rate would first throw "
+        "away much of what it knew.",
+    )
     replay_ratio: float = Field(
         default=1.0,
         ge=0,

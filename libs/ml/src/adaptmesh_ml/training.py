@@ -275,7 +275,8 @@ def train_classifier(
             sampler=sampler,
             validation=_validation_batches(validation, labels, base, settings.max_length),
             max_epochs=max_epochs,
-            learning_rate=settings.learning_rate,
+            learning_rate=settings.learning_rate
+            * (settings.warm_learning_rate_scale if warm_start is not None else 1.0),
             hooks=_Hooks(
                 on_progress=on_progress if world_rank == 0 else None,
                 progress_every_steps=progress_every_steps,
@@ -288,7 +289,7 @@ def train_classifier(
         )
         if resume is not None:
             session.restore(resume)
-        session.run()
+        session.run(judge_start=warm_start is not None and resume is None)
         loop, best, step = session.loop, session.best, session.step
         if best is not None:  # the best epoch's weights, not the last one's
             _load_trainable(peft_model, best)
@@ -304,7 +305,7 @@ def train_classifier(
         "replayed_examples": float(len(dataset) - new_count),
         "validation_examples": float(len(validation)),
         "epochs": float(epochs_run),
-        "best_epoch": float(loop.best_epoch or epochs_run),
+        "best_epoch": float(loop.best_epoch if loop.validation_losses else epochs_run),
         "train_steps": float(step),
         "train_seconds": loop.train_seconds,
         # A floor on the clock keeps the metric finite (manifests are JSON: no infinities).
@@ -318,13 +319,14 @@ def train_classifier(
         "max_epochs": max_epochs,
         "batch_size": settings.batch_size,
         "learning_rate": settings.learning_rate,
+        "warm_learning_rate_scale": settings.warm_learning_rate_scale,
         "max_length": settings.max_length,
         "optimizer": "adamw",
         "padding": "longest",
         "lora_r": recipe.lora.r,
         "lora_alpha": recipe.lora.alpha,
         "lora_dropout": recipe.lora.dropout,
-        "lora_target_modules": ",".join(sorted(lora_config.target_modules)),
+        "lora_target_modules": ",".join(sorted(lora_config.target_modules or ())),
         "num_labels": len(labels),
         "world_size": world_size,
         "init": "champion" if warm_start is not None else "base",
@@ -443,7 +445,7 @@ def _apply_warm_start(
         parent_state[weight_key] = weight
         if bias is not None:
             parent_state[bias_key] = bias
-    outcome = set_peft_model_state_dict(peft_model, parent_state)
+    outcome: Any = set_peft_model_state_dict(peft_model, parent_state)
     unexpected = [key for key in outcome.unexpected_keys if "lora_" in key or head_name in key]
     if unexpected:
         raise WarmStartError(f"the parent's adapter has tensors this model lacks: {unexpected}")
@@ -601,7 +603,12 @@ class _Session:
         self.loop, self.best = _restore(state, self.peft_model, self.optimizer)
         self.start_epoch, self.skip_batches, self.step = state.epoch, state.batches_done, state.step
 
-    def run(self) -> None:
+    def run(self, *, judge_start: bool = False) -> None:
+        """Train the remaining epochs. With `judge_start` (a warm start, not resumed) the
+        starting weights are scored first and count as "epoch 0": a run that only makes the
+        parent worse on held-out data ends with the parent's weights."""
+        if judge_start and self.validation:
+            self._judge(0)
         self.model.train()
         for epoch in range(self.start_epoch, self.max_epochs + 1):
             if self.loop.stopped_early:

@@ -22,9 +22,14 @@ from adaptmesh_schemas.values import (
 from adaptmesh_schemas.versioning import FLEET_DOMAIN, Domain, MeshEvent, event
 
 
-@event("change.recipe", stream=Stream.CHANGES, version="1.0")
+@event("change.recipe", stream=Stream.CHANGES, version="1.1")
 class RecipeChanged(MeshEvent):
-    """Registers or replaces a domain's recipe: how its model is built and judged."""
+    """Registers or replaces a domain's recipe: how its model is built and judged.
+
+    1.1 (additive): training defaults that train without tuning (early stopping, lr 2e-3,
+    batch 16), warm starts from the champion (`training.init`, replay share), and LoRA target
+    modules resolved per architecture when the recipe names none.
+    """
 
     recipe_version: str = Field(min_length=1, description="User-chosen version of this recipe.")
     base_model: BaseModelSpec = Field(description="Pretrained model to adapt.")
