@@ -18,7 +18,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -63,7 +62,7 @@ class LoadedBase:
         model.config.num_labels = len(labels)
         model.config.id2label = dict(enumerate(labels))
         model.config.label2id = {label: index for index, label in enumerate(labels)}
-        model.num_labels = len(labels)
+        setattr(model, "num_labels", len(labels))  # noqa: B010  (typed as a Module attribute)
         return model
 
 
@@ -86,7 +85,7 @@ def load_base(spec: BaseModelSpec) -> LoadedBase:
         pristine = load_base_classifier(
             spec, directory, _PLACEHOLDER_LABELS, tokenizer.pad_token_id
         )
-    pristine.eval()
+    pristine.train(mode=False)
     return LoadedBase(spec=spec, directory=directory, tokenizer=tokenizer, pristine=pristine)
 
 
@@ -120,7 +119,7 @@ def _last_linear(module: torch.nn.Module) -> torch.nn.Linear:
     linears = [child for child in module.modules() if isinstance(child, torch.nn.Linear)]
     if not linears:
         raise ValueError(f"head {type(module).__name__} has no linear layer")
-    return cast(torch.nn.Linear, linears[-1])
+    return linears[-1]
 
 
 def _replace_last_linear(head: torch.nn.Module, new: torch.nn.Linear) -> None:
