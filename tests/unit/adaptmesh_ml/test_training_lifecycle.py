@@ -10,6 +10,7 @@ from adaptmesh_ml import (
     ADAPTER_WEIGHTS_FILE,
     BaseModelCache,
     Classifier,
+    HeadMapping,
     TrainedModel,
     TrainingCancelledError,
     TrainingState,
@@ -137,7 +138,7 @@ def test_a_warm_start_trains_on_new_examples_plus_a_replay_share(parent: Trained
     examples = tiny_domain.examples()
     old = frozenset((e.example_id, e.label) for e in examples[:30])
     snapshot = _with_training(tiny_domain.snapshot(epochs=1), replay_ratio=1.0, min_replay=4)
-    identity = {label: (label,) for label in tiny_domain.LABELS}
+    identity: HeadMapping = {label: (label,) for label in tiny_domain.LABELS}
     warm = train_classifier(snapshot, warm_start=WarmStart(parent.files, identity, old))
     assert warm.metrics["new_examples"] == 12
     assert warm.metrics["replayed_examples"] == 12
@@ -147,7 +148,7 @@ def test_a_warm_start_trains_on_new_examples_plus_a_replay_share(parent: Trained
 def test_a_parent_with_another_lora_shape_cannot_seed_a_run(parent: TrainedModel) -> None:
     snapshot = tiny_domain.snapshot(epochs=1)
     recipe = snapshot.recipe.model_copy(update={"lora": LoraSettings(r=8, alpha=16)})
-    identity = {label: (label,) for label in tiny_domain.LABELS}
+    identity: HeadMapping = {label: (label,) for label in tiny_domain.LABELS}
     with pytest.raises(WarmStartError, match="LoRA shape changed"):
         train_classifier(
             snapshot.model_copy(update={"recipe": recipe}),
