@@ -24,6 +24,8 @@ from adaptmesh_kit import ArtifactStore, MeshApp, create_app
 from adaptmesh_ml import ADAPTER_WEIGHTS_FILE, Classifier, load_model_files
 from adaptmesh_schemas import Envelope, MeshEvent, Stream, decode_event, read_envelope
 from adaptmesh_schemas.events import (
+    DatasetCounts,
+    DatasetVersioned,
     ModelReady,
     ModelTrained,
     RetrainReason,
@@ -340,6 +342,44 @@ async def test_a_rebalance_and_a_run_longer_than_the_poll_interval_start_no_seco
 
 
 @pytest.mark.timeout(600)
+async def test_a_run_made_stale_by_a_newer_dataset_is_cancelled(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, ray_cluster: RayCluster
+) -> None:
+    settings = training_settings(
+        kafka_bootstrap, unique_name, tmp_path, training_progress_every_steps=1
+    )
+    domain = f"d-{unique_name}"
+    store = ArtifactStore(settings.artifact_root)
+    slow = store.put_document(tiny_snapshot(domain, epochs=20))
+    newer = store.put_document(tiny_snapshot(domain, parent_version="v1", init="base"))
+    app = build_app(settings, cluster=ray_cluster)
+    async with app, create_app(settings, "probe") as probe:
+        first = await probe.publish(retrain(domain, "v1", slow))
+        await training_events(
+            kafka_bootstrap,
+            probe.topic(Stream.TRAINING),
+            lambda s: any(isinstance(e, TrainingProgress) for e in caused_by(s, first)),
+        )
+        # Ingestion announces v2, made from v1; drift asks for it.
+        await probe.publish(dataset_versioned(domain, "v2", parent="v1", ref=newer))
+        second = await probe.publish(retrain(domain, "v2", newer))
+        seen = await training_events(
+            kafka_bootstrap,
+            probe.topic(Stream.TRAINING),
+            lambda s: ended(s, first) and ended(s, second),
+        )
+        runs = app.runs.all()
+    cancelled = caused_by(seen, first)[-1]
+    assert isinstance(cancelled, TrainingFailed), cancelled
+    assert cancelled.error.endswith("cancelled: superseded by dataset v2")
+    assert cancelled.retryable is False
+    steps = [e.step for e in caused_by(seen, first) if isinstance(e, TrainingProgress)]
+    assert steps[-1] < 100  # stopped long before its 100 steps
+    assert isinstance(caused_by(seen, second)[-1], ModelTrained)
+    assert [run.status for run in runs] == [RunStatus.CANCELLED, RunStatus.DONE]
+
+
+@pytest.mark.timeout(600)
 async def test_a_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path, ray_cluster: RayCluster
 ) -> None:
@@ -413,6 +453,24 @@ async def test_two_workers_train_one_model_with_distributed_data_parallel(
         classifier.predict, ["oil prices fell again", "wheat harvest was poor"]
     )
     assert all(p.label in trained.labels for p in predictions)
+
+
+def dataset_versioned(
+    domain: str, version: str, *, parent: str, ref: ArtifactRef
+) -> DatasetVersioned:
+    return DatasetVersioned(
+        domain=domain,
+        dataset_version=version,
+        artifact=ref,
+        parent_version=parent,
+        labels=("crude", "grain", "money-fx"),
+        taxonomy_version="t1",
+        recipe_version="r1",
+        base_model=BASE_MODEL,
+        counts=DatasetCounts(train=18, eval=6),
+        change_kind="data",
+        cause_event_ids=("e1",),
+    )
 
 
 def checkpointed_step(app: TrainingApp) -> int:

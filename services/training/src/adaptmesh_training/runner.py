@@ -65,6 +65,7 @@ from adaptmesh_training.workers import (
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_SECONDS = 30.0
+RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 # Base models loaded into the workers at start: those of the most recently seen datasets.
 WARM_BASES = 2
 
@@ -147,6 +148,7 @@ class RunRunner:
         self._wake.set()
 
     async def _loop(self) -> None:
+        trouble = 0  # consecutive rounds that could not even report their outcome
         while True:
             self._wake.clear()
             record = self._runs.next_open()
@@ -155,12 +157,23 @@ class RunRunner:
                 continue
             self._current = record
             try:
-                await self._carry(record)
+                try:
+                    await self._carry(record)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    log.exception("run %s failed", record.run_id)
+                    await self._fail(self._runs.get(record.run_id) or record, error)
+                trouble = 0
             except asyncio.CancelledError:
                 raise
-            except Exception as error:
-                log.exception("run %s failed", record.run_id)
-                await self._fail(self._runs.get(record.run_id) or record, error)
+            except Exception:
+                # Reporting failed too (the broker is away?): the run stays open and is taken
+                # up again after a pause, rather than being lost or spun on.
+                delay = RETRY_SECONDS[min(trouble, len(RETRY_SECONDS) - 1)]
+                trouble += 1
+                log.exception("run %s could not be reported; again in %.0f s", record.run_id, delay)
+                await asyncio.sleep(delay)
             finally:
                 self._current = None
 
@@ -197,21 +210,22 @@ class RunRunner:
     async def _begin(self, record: RunRecord, snapshot: DatasetSnapshot) -> RunRecord:
         """First start: fix the parent (the champion now) and announce the run."""
         await self._caught_up()
-        record = self._runs.update(
-            record.model_copy(
-                update={
-                    "status": RunStatus.RUNNING,
-                    "started_at": datetime.now(UTC),
-                    "parent": self._knowledge.champion_artifact(record.domain),
-                    "parent_version": self._knowledge.champion(record.domain),
-                }
-            )
+        record = record.model_copy(
+            update={
+                "status": RunStatus.RUNNING,
+                "started_at": datetime.now(UTC),
+                "parent": self._knowledge.champion_artifact(record.domain),
+                "parent_version": self._knowledge.champion(record.domain),
+            }
         )
+        # Announced before it is recorded as running: a crash in between announces it again
+        # with the same event id, which consumers drop.
         await self._publish(
             record,
             started_event(record.request, snapshot, record.run_id, self._settings.training_workers),
             suffix="started",
         )
+        self._runs.update(record)
         log.info(
             "run %s: %s on dataset %s", record.run_id, record.domain, record.request.dataset_version
         )
@@ -235,6 +249,9 @@ class RunRunner:
                 progress_every_steps=self._settings.training_progress_every_steps,
                 checkpoint_every_steps=self._settings.training_checkpoint_every_steps,
             )
+            if self._superseded_by(record):  # a newer request came while this one got ready
+                await self._cancelled(record)
+                return
             try:
                 outcome = await self._workers.run(job, self._on_event(record.run_id))
                 break
@@ -329,22 +346,23 @@ class RunRunner:
     async def _cancelled(self, record: RunRecord) -> None:
         newer = self._superseded_by(record)
         note = f"cancelled: superseded by dataset {newer}" if newer else "cancelled"
-        self._runs.update(record.model_copy(update={"status": RunStatus.CANCELLED, "note": note}))
         await self._publish(
             record,
             failed_event(record.domain, record.run_id, TrainingCancelledError(note)),
             suffix="failed",
         )
+        self._runs.update(record.model_copy(update={"status": RunStatus.CANCELLED, "note": note}))
         log.info("run %s: %s", record.run_id, note)
 
     async def _fail(self, record: RunRecord, error: BaseException) -> None:
+        """Report the run failed, then close it (a failed publish leaves it open)."""
         failure = describe_failure(error)
-        self._runs.update(
-            record.model_copy(update={"status": RunStatus.FAILED, "note": failure.error})
-        )
         log.warning("run %s for %s failed: %s", record.run_id, record.domain, failure.error)
         await self._publish(
             record, failed_event(record.domain, record.run_id, error), suffix="failed"
+        )
+        self._runs.update(
+            record.model_copy(update={"status": RunStatus.FAILED, "note": failure.error})
         )
 
     def _stale_reason(self, record: RunRecord) -> str | None:
