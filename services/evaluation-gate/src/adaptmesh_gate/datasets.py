@@ -7,9 +7,9 @@ service's state dir, so a restart keeps what the committed offsets will not repl
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
+from adaptmesh_kit.state import open_state_file
 from adaptmesh_schemas.values import ArtifactRef
 
 
@@ -17,10 +17,7 @@ class DatasetRegistry:
     """dataset version -> snapshot reference, per domain."""
 
     def __init__(self, path: Path | None) -> None:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_state_file(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS dataset_versions ("
             " domain TEXT NOT NULL, dataset_version TEXT NOT NULL, artifact TEXT NOT NULL,"

@@ -8,11 +8,11 @@ service's state dir; without one the table is in memory and dies with the proces
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptmesh_kit.state import open_state_file
 from adaptmesh_schemas.values import ArtifactRef
 
 
@@ -30,16 +30,10 @@ class HeadStore:
     """Latest dataset version per domain, durable when given a path."""
 
     def __init__(self, path: Path | None) -> None:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        # The ledger serialises access itself and calls from a worker thread.
-        self._db = sqlite3.connect(
-            str(path) if path else ":memory:", isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a head is written before its dataset version is announced; losing it would make
-        # the next version forget the announced one, so it is worth an fsync per change.
-        self._db.execute("PRAGMA synchronous=FULL")
+        # the next version forget the announced one, so it is worth an fsync per change. The
+        # ledger serialises access itself and calls from a worker thread.
+        self._db = open_state_file(path, synchronous="FULL", any_thread=True)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS dataset_heads ("
             " domain TEXT PRIMARY KEY, dataset_version TEXT NOT NULL,"

@@ -17,13 +17,13 @@ the service's state dir (memory when there is none), synced on every write; writ
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adaptmesh_kit.state import open_state_file
 from adaptmesh_schemas.events import RetrainRequested
 from adaptmesh_schemas.values import ArtifactRef
 
@@ -77,13 +77,9 @@ class RunLedger:
     """Rows of runs in the order their requests arrived. Not thread-safe: one event loop."""
 
     def __init__(self, path: Path | None) -> None:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
         self.durable = path is not None
-        self._db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         # Once the handler returns, this row is the only record of the request.
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_state_file(path, synchronous="FULL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS runs ("
             " seq INTEGER PRIMARY KEY AUTOINCREMENT,"

@@ -9,9 +9,10 @@ not weeks.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
+
+from adaptmesh_kit.state import open_state_file
 
 RETENTION_SECONDS = 7 * 24 * 3600
 PRUNE_EVERY = 10_000
@@ -19,13 +20,9 @@ PRUNE_EVERY = 10_000
 
 class ProcessedLog:
     def __init__(self, path: Path | None) -> None:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL loses at most the last transactions on power loss, which only means one more
         # redelivery is handled twice; FULL would cost an fsync per record.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_state_file(path, synchronous="NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS processed ("
             " consumer_group TEXT NOT NULL, event_id TEXT NOT NULL, handled_at REAL NOT NULL,"
