@@ -17,8 +17,8 @@ same examples, splits and seed (2 cores):
   approved, promoted, served.
 * `hard`: Reuters stories (acq / money-fx / ship / trade), 3 epochs at lr 2e-2, a high rate
   MiniLM copes with (0.731: 0.82 / 0.60 / 0.80 / 0.71) but at which SmolLM2's fresh adapter
-  and head do not converge (0.196: acq and ship 0.0). The candidate is far below the floor and drops up to
-  0.8 per label: rejected, and the MiniLM champion keeps serving.
+  and head do not converge (0.196: acq and ship 0.0). The candidate is far below the floor
+  and drops up to 0.8 per label: rejected, and the MiniLM champion keeps serving.
 
 The mesh reproduces those numbers exactly (the workers train with the same seed and threads).
 Run time on 2 cores: 1.5-2.5 minutes (the mesh's start-up, four real training runs, two of
