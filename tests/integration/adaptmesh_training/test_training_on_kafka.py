@@ -20,6 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
+from adaptmesh_cli.rebuild import run_rebuild
 from adaptmesh_kit import ArtifactStore, MeshApp, create_app
 from adaptmesh_ml import ADAPTER_WEIGHTS_FILE, Classifier, load_model_files
 from adaptmesh_schemas import Envelope, MeshEvent, Stream, decode_event, read_envelope
@@ -186,6 +187,20 @@ async def test_runs_train_on_warm_workers_and_a_retrain_starts_from_the_champion
     assert warm.train_metrics["new_examples"] == 6
     assert warm.train_metrics["replayed_examples"] == 18
     assert [run.status for run in runs] == [RunStatus.DONE, RunStatus.DONE]
+
+    # Both models, trained in a Ray worker, rebuild bit for bit in this process from their
+    # lineage alone (`adaptmesh rebuild`, which finds them on the training topic).
+    for model in (trained, warm):
+        said: list[str] = []
+        code = await asyncio.to_thread(
+            run_rebuild,
+            settings,
+            domain,
+            model.model_version,
+            scratch=tmp_path / f"rebuild-{model.model_version}",
+            say=said.append,
+        )
+        assert code == 0, "\n".join(said)
 
 
 @pytest.mark.timeout(600)

@@ -13,7 +13,12 @@ from adaptmesh_ml import (
 from adaptmesh_ml import TrainingProgress as StepProgress
 from adaptmesh_schemas.events import RetrainReason, RetrainRequested
 from adaptmesh_schemas.values import ArtifactRef
-from adaptmesh_training.failures import MAX_ERROR_CHARS, DatasetMismatchError, describe_failure
+from adaptmesh_training.failures import (
+    MAX_ERROR_CHARS,
+    DatasetMismatchError,
+    WorkersKeptFailingError,
+    describe_failure,
+)
 from adaptmesh_training.lineage import build_lineage
 from adaptmesh_training.run_events import (
     failed_event,
@@ -88,6 +93,7 @@ def test_trained_carries_the_manifest_ref_labels_lineage_and_metrics() -> None:
         (BaseModelNotFoundError("base model package 'nope' is not installed"), False),
         (DatasetMismatchError("dataset belongs to another domain"), False),
         (ActorDiedError(), True),
+        (WorkersKeptFailingError("run r lost its workers 3 times"), True),
         (TrainingCancelledError("superseded"), False),
         (UnsupportedArchitectureError("no LoRA targets for 'xlnet'"), False),
         (OSError(28, "No space left on device"), True),

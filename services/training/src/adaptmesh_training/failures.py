@@ -23,6 +23,10 @@ from adaptmesh_ml import (
 MAX_ERROR_CHARS = 2000
 
 
+class WorkersKeptFailingError(RuntimeError):
+    """A run's workers died more often than `MESH_TRAINING_MAX_FAILURES` allows."""
+
+
 class DatasetMismatchError(ValueError):
     """The snapshot behind a request is not the dataset the request describes."""
 
@@ -50,8 +54,8 @@ def describe_failure(error: BaseException) -> Failure:
 
 
 def _retryable(error: BaseException) -> bool:
-    if isinstance(error, RayActorError):
-        return True  # a worker died: the machine's doing, not the request's
+    if isinstance(error, RayActorError | WorkersKeptFailingError):
+        return True  # workers died: the machine's doing, not the request's
     if isinstance(
         error,
         ArtifactError

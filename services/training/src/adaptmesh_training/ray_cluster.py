@@ -40,6 +40,11 @@ class RayCluster:
         self.init_seconds: float | None = None
 
     @property
+    def requested(self) -> bool:
+        """Whether anyone has asked for Ray yet (`warm_up`, `ensure_started`, `ready`)."""
+        return self._thread is not None
+
+    @property
     def address(self) -> str | None:
         """The cluster to join, or None for a local Ray."""
         return os.environ.get(RAY_ADDRESS_ENV) or None

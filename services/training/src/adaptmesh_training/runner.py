@@ -41,7 +41,11 @@ from adaptmesh_ml import (
 from adaptmesh_ml import TrainingProgress as StepProgress
 from adaptmesh_schemas import MeshEvent, Stream
 from adaptmesh_schemas.documents import DatasetSnapshot
-from adaptmesh_training.failures import DatasetMismatchError, describe_failure
+from adaptmesh_training.failures import (
+    DatasetMismatchError,
+    WorkersKeptFailingError,
+    describe_failure,
+)
 from adaptmesh_training.ledger import TrainingLedger
 from adaptmesh_training.lineage import build_lineage, code_version, model_version_for
 from adaptmesh_training.ray_cluster import RayCluster
@@ -94,6 +98,7 @@ class RunRunner:
         self._task: asyncio.Task[None] | None = None
         self._warm: asyncio.Task[None] | None = None
         self._current: RunRecord | None = None
+        self._caught_up_once = False
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -103,6 +108,10 @@ class RunRunner:
         self._task = loop.create_task(self._loop(), name="training-runner")
 
     async def _warm_up(self) -> None:
+        """Bring the workers up ahead of the first run, when the process is starting Ray
+        anyway (the service does at start; an app used without Ray waits for a run)."""
+        if not self._cluster.requested:
+            return
         await self._cluster.ready()
         if not self._workers.started:
             await asyncio.to_thread(self._workers.start)
@@ -385,10 +394,12 @@ class RunRunner:
         return None
 
     async def _caught_up(self) -> None:
-        """Champions and dataset ancestry are learnt from broadcast reads of two topics; a
-        run's parent is only fixed once those reads have reached what the topics hold."""
+        """Champions and dataset ancestry are learnt from broadcast reads of two topics; the
+        first run's parent is only fixed once those reads have reached what the topics held.
+        After that the reads follow the topics live, so later runs do not ask again (asking
+        costs a fresh connection per topic, about a second of every change)."""
         within = self._settings.training_catch_up_seconds
-        if within <= 0:
+        if within <= 0 or self._caught_up_once:
             return
         for stream in (Stream.MODELS_READY, Stream.DATASETS):
             try:
@@ -397,6 +408,8 @@ class RunRunner:
                 log.warning(
                     "not caught up with %s (%s); going on with what is known", stream, error
                 )
+                return
+        self._caught_up_once = True
 
     async def _publish(
         self, record: RunRecord, event: MeshEvent, *, suffix: str | None = None
@@ -423,7 +436,3 @@ class RunRunner:
                 f"not {record.domain!r}"
             )
         return snapshot
-
-
-class WorkersKeptFailingError(RuntimeError):
-    """A run's workers died more often than `MESH_TRAINING_MAX_FAILURES` allows."""
