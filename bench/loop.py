@@ -22,6 +22,8 @@ did), then `Classifier.from_trained` + `evaluate` on the eval split. Printed:
 
     cold_ratio:        change 1's mesh seconds / raw seconds
     train_speed_ratio: median over changes of the worker's train samples/s / the raw run's
+    train_speed_ratio_same_background: the same against in-process training of the warm
+                       changes' snapshots while the mesh still runs, idle (same background load)
     ratio:             median over the warm changes (2..n) of mesh seconds / raw seconds
 """
 
@@ -299,6 +301,31 @@ def raw_run(
     )
 
 
+def beside_the_idle_mesh(
+    store: ArtifactStore,
+    changes: Sequence[Change],
+    snapshots: Sequence[DatasetSnapshot | None],
+) -> list[float]:
+    """Worker samples/s ÷ in-process samples/s of each warm change's run, trained here while
+    the mesh is up and idle: both then share the cores with the same broker and services."""
+    bases = BaseModelCache()
+    ratios = []
+    print("\nin-process beside the idle mesh (warm changes):", flush=True)
+    for change, snapshot in list(zip(changes, snapshots, strict=True))[1:]:
+        if snapshot is None or change.trained is None:
+            continue
+        result = raw_run(store, snapshot, change.trained.lineage.parent_artifact, bases)
+        worker = change.trained.train_metrics.get("train_samples_per_second", math.nan)
+        here = result.metrics["train_samples_per_second"]
+        ratios.append(worker / here)
+        print(
+            f"  change {change.number}: worker {worker:.1f} samples/s, in-process beside the "
+            f"mesh {here:.1f} samples/s: x{worker / here:.2f}",
+            flush=True,
+        )
+    return ratios
+
+
 def describe_mesh(
     change: Change, snapshot: DatasetSnapshot | None, extra: Sequence[tuple[float, str]] = ()
 ) -> list[str]:
@@ -427,13 +454,14 @@ def run(per_label: int, count: int, work: Path) -> None:
     try:
         print(f"mesh: up; {count} data-batch changes of {scenario.DOMAIN}", flush=True)
         changes = asyncio.run(through_the_mesh(mesh, to_send))
+        store = ArtifactStore(mesh.artifact_root)
+        snapshots = [
+            store.get_document(c.dataset, DatasetSnapshot) if c.dataset is not None else None
+            for c in changes
+        ]
+        beside = beside_the_idle_mesh(store, changes, snapshots)
     finally:
         mesh.stop()
-    store = ArtifactStore(mesh.artifact_root)
-    snapshots = [
-        store.get_document(c.dataset, DatasetSnapshot) if c.dataset is not None else None
-        for c in changes
-    ]
     print()
     for change, snapshot in zip(changes, snapshots, strict=True):
         extra = worker_start(mesh.log_dir, change) if change.number == 1 else []
@@ -486,6 +514,11 @@ def run(per_label: int, count: int, work: Path) -> None:
     speed = median(speeds)
     print(f"\ncold_ratio: {cold:.2f}")
     print(f"train_speed_ratio: {speed:.2f}")
+    print(
+        f"train_speed_ratio_same_background: {median(beside):.2f}  (the worker against "
+        "in-process training of the same warm snapshots while the mesh idled beside it: what "
+        "the Ray worker itself costs, the mesh's background load being equal)"
+    )
     print(f"ratio: {warm:.2f}")
     print(
         f"target (ratio <= {TARGET_RATIO}, train_speed_ratio >= {TARGET_TRAIN_SPEED}): "

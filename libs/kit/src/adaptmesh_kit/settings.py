@@ -84,7 +84,8 @@ class MeshSettings(BaseSettings):
         default=1_800_000,
         ge=1000,
         description="Longest a handler may hold a record before the consumer group deems the "
-        "instance dead and gives its partitions away (training runs take minutes).",
+        "instance dead and gives its partitions away (the gate evaluates models in its "
+        "handler; training records its runs and returns at once).",
     )
     handler_attempts: int = Field(
         default=3,
