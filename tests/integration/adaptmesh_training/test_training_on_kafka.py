@@ -13,6 +13,7 @@ import os
 import re
 import signal
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from aiokafka.partitioner import murmur2
 
 from adaptmesh_cli.rebuild import run_rebuild
 from adaptmesh_kit import ArtifactStore, MeshApp, create_app
-from adaptmesh_ml import ADAPTER_WEIGHTS_FILE, Classifier, load_model_files
+from adaptmesh_ml import ADAPTER_WEIGHTS_FILE, Classifier, TrainingState, load_model_files
 from adaptmesh_schemas import Envelope, MeshEvent, Stream, decode_event, read_envelope
 from adaptmesh_schemas.events import (
     DatasetCounts,
@@ -37,9 +38,10 @@ from adaptmesh_schemas.events import (
 )
 from adaptmesh_schemas.values import ArtifactRef, Lineage
 from adaptmesh_training.app import TrainingApp, build_app
+from adaptmesh_training.checkpoints import store_checkpoint
 from adaptmesh_training.lineage import code_version
 from adaptmesh_training.ray_cluster import RayCluster
-from adaptmesh_training.runs import RunStatus
+from adaptmesh_training.runs import RunRecord, RunStatus
 from adaptmesh_training.settings import TrainingSettings
 from tests.meshtest import eventually, mesh_settings
 from tests.unit.adaptmesh_training.snapshots import BASE_MODEL, tiny_snapshot
@@ -446,6 +448,49 @@ async def test_a_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoi
         assert resumed_from % 3 == 0 or resumed_from % 5 == 0  # a checkpoint: every 3, epoch ends
     assert record.attempts == 2
     assert record.status is RunStatus.DONE
+
+
+@pytest.mark.timeout(600)
+async def test_a_run_whose_checkpoint_fails_its_digest_fails_once_without_retrying(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, ray_cluster: RayCluster
+) -> None:
+    settings = training_settings(kafka_bootstrap, unique_name, tmp_path)
+    domain = f"d-{unique_name}"
+    store = ArtifactStore(settings.artifact_root)
+    dataset = store.put_document(tiny_snapshot(domain))
+    checkpoint = store_checkpoint(
+        store,
+        "a" * 32,
+        TrainingState(step=3, epoch=1, batches_done=3, files={"loop.json": b"{}"}),
+    )
+    # A run the service was in the middle of when it stopped, its checkpoint since damaged.
+    app = build_app(settings, cluster=ray_cluster)
+    app.runs.add(
+        RunRecord(
+            run_id="a" * 32,
+            request_id=f"req-{unique_name}",
+            request=retrain(domain, "v1", dataset),
+            correlation_id=f"corr-{unique_name}",
+            status=RunStatus.RUNNING,
+            started_at=datetime.now(UTC),
+            checkpoint=checkpoint.model_copy(update={"sha256": "0" * 64}),
+            checkpoint_step=3,
+        )
+    )
+    async with app, create_app(settings, "probe") as probe:
+        seen = await training_events(
+            kafka_bootstrap,
+            probe.topic(Stream.TRAINING),
+            lambda s: any(isinstance(e, TrainingFailed) for e, _ in s),
+        )
+        await asyncio.sleep(2)  # room for a retry to show itself, if there were one
+        runs = app.runs.all()
+    [failed] = [event for event, _ in seen]
+    assert isinstance(failed, TrainingFailed)
+    assert failed.error.startswith("ArtifactIntegrityError")
+    assert failed.retryable is False
+    assert [run.status for run in runs] == [RunStatus.FAILED]
+    assert runs[0].attempts == 1
 
 
 @pytest.mark.timeout(600)
