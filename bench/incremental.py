@@ -17,14 +17,14 @@ the warm time includes planning the warm start (reading and verifying the champi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import tempfile
 import time
 from collections.abc import Sequence
 
 from adaptmesh_cli import reuters, scenario
-from adaptmesh_ingestion.snapshot import canonical_json, dataset_version_id, split_of
+from adaptmesh_cli.datasets import snapshot_from_docs
+from adaptmesh_ingestion.snapshot import canonical_json, dataset_version_id
 from adaptmesh_kit import ArtifactStore
 from adaptmesh_ml import (
     BaseModelCache,
@@ -38,13 +38,12 @@ from adaptmesh_ml import (
     save_model,
     train_classifier,
 )
-from adaptmesh_schemas.documents import DatasetExample, DatasetSnapshot
+from adaptmesh_schemas.documents import DatasetSnapshot
 from adaptmesh_schemas.events import RecipeChanged
 from adaptmesh_schemas.values import ArtifactRef, Lineage
 
 DOMAIN = "reuters-incremental"
 MAX_CHARS = 300
-EVAL_FRACTION = 0.2
 BATCH_SHARE = 0.1
 TARGET_RATIO = 0.4
 TARGET_F1_SLACK = 0.01
@@ -58,24 +57,7 @@ def snapshot_of(docs: Sequence[reuters.ReutersDoc], source: str) -> DatasetSnaps
         base_model=scenario.recipe().base_model,
         labels=scenario.R8_LABELS,
     )
-    examples: dict[str, DatasetExample] = {}
-    for doc in docs:
-        example_id = hashlib.sha256(doc.text.encode()).hexdigest()
-        examples[example_id] = DatasetExample(
-            example_id=example_id,
-            text=doc.text,
-            label=doc.label,
-            split=split_of(example_id, EVAL_FRACTION),
-            source_event_id=source,
-        )
-    return DatasetSnapshot(
-        domain=DOMAIN,
-        recipe=recipe,
-        base_model=recipe.base_model,
-        taxonomy_version="t1",
-        labels=recipe.labels,
-        examples=tuple(examples[key] for key in sorted(examples)),
-    )
+    return snapshot_from_docs(recipe, docs, batch_id=source)
 
 
 def store_champion(

@@ -29,19 +29,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from adaptmesh_cli import reuters
 from adaptmesh_embedded import EmbeddedMesh
+from tests.e2e.outside import OutsideUser, served
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
@@ -183,35 +182,6 @@ class MeshLog:
                 if found:
                     return found[0]
                 await asyncio.sleep(0.2)
-
-
-class OutsideUser:
-    """CloudEvents binary mode, hand-written JSON bodies, the domain (or fleet key) as key."""
-
-    def __init__(self, bootstrap: str, prefix: str) -> None:
-        self.prefix = prefix
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-
-    async def publish_change(self, event: str, body: dict[str, Any]) -> str:
-        event_id = str(uuid.uuid4())
-        headers = {
-            "ce_specversion": "1.0",
-            "ce_id": event_id,
-            "ce_source": "urn:example:e2e-user",
-            "ce_type": f"dev.adaptmesh.{event}",
-            "ce_time": datetime.now(UTC).isoformat(),
-            "ce_subject": body["domain"],
-            "ce_dataschema": f"urn:adaptmesh:schema:{event}:1.0",
-            "ce_correlationid": event_id,
-            "content-type": "application/json",
-        }
-        await self.producer.send_and_wait(
-            f"{self.prefix}mesh.changes.v1",
-            json.dumps(body).encode(),
-            key=body["domain"].encode(),
-            headers=[(k, v.encode()) for k, v in headers.items()],
-        )
-        return event_id
 
 
 @pytest.fixture
@@ -401,13 +371,3 @@ async def _champion_still_serves(
     assert answer.json()["model_version"] == champion["model_version"]
     assert answer.json()["label"] in domain.labels
     assert len(mesh_log.matching(model_ready(domain.name))) == 1
-
-
-async def served(http: httpx.AsyncClient, domain: str, model_version: str) -> None:
-    """Wait until serving has loaded `model_version` (it swaps asynchronously)."""
-    async with asyncio.timeout(180):
-        while True:
-            response = await http.get(f"/v1/domains/{domain}/model")
-            if response.status_code == 200 and response.json()["model_version"] == model_version:
-                return
-            await asyncio.sleep(0.5)

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import re
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from adaptmesh_cli import reuters
 from adaptmesh_embedded import EmbeddedMesh
+from tests.e2e.outside import OutsideUser, new_traceparent, served
 from tests.otlp_collector import OtlpCollector
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -37,45 +35,6 @@ NOISY_DOMAIN = "news-topics-noisy"
 R8 = ["acq", "crude", "earn", "grain", "interest", "money-fx", "ship", "trade"]
 NEW = ["coffee", "gold", "sugar"]
 SERVICES = {"ingestion", "drift-sensing", "training", "evaluation-gate", "serving"}
-
-
-def new_traceparent() -> tuple[str, str]:
-    trace_id = os.urandom(16).hex()
-    return trace_id, f"00-{trace_id}-{os.urandom(8).hex()}-01"
-
-
-class OutsideUser:
-    """What any Kafka client can do: CloudEvents binary mode, JSON bodies, domain as key."""
-
-    def __init__(self, bootstrap: str, prefix: str) -> None:
-        self.prefix = prefix
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, max_request_size=8 * 1024 * 1024
-        )
-
-    async def publish_change(
-        self, event: str, body: dict[str, Any], traceparent: str, correlation: str | None = None
-    ) -> str:
-        event_id = str(uuid.uuid4())
-        headers = {
-            "ce_specversion": "1.0",
-            "ce_id": event_id,
-            "ce_source": "urn:example:e2e-user",
-            "ce_type": f"dev.adaptmesh.{event}",
-            "ce_time": datetime.now(UTC).isoformat(),
-            "ce_subject": body["domain"],
-            "ce_dataschema": f"urn:adaptmesh:schema:{event}:1.0",
-            "ce_correlationid": correlation or event_id,
-            "content-type": "application/json",
-            "traceparent": traceparent,
-        }
-        await self.producer.send_and_wait(
-            f"{self.prefix}mesh.changes.v1",
-            json.dumps(body).encode(),
-            key=body["domain"].encode(),
-            headers=[(k, v.encode()) for k, v in headers.items()],
-        )
-        return event_id
 
 
 def recipe(domain: str, labels: list[str]) -> dict[str, Any]:
@@ -347,16 +306,6 @@ async def _scenario(
     assert (await http.get(f"/v1/domains/{DOMAIN}/model")).json()["model_version"] == third[
         "model_version"
     ]
-
-
-async def served(http: httpx.AsyncClient, domain: str, model_version: str) -> None:
-    """Wait until serving has loaded `model_version` (it swaps asynchronously)."""
-    async with asyncio.timeout(120):
-        while True:
-            response = await http.get(f"/v1/domains/{domain}/model")
-            if response.status_code == 200 and response.json()["model_version"] == model_version:
-                return
-            await asyncio.sleep(0.5)
 
 
 async def _next_gate_decision(mesh: EmbeddedMesh, domain: str) -> dict[str, Any]:

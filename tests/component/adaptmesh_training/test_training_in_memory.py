@@ -18,8 +18,6 @@ from faststream.kafka import TestKafkaBroker
 from adaptmesh_kit import ArtifactStore, EventContext, MeshApp
 from adaptmesh_schemas import Envelope, MeshEvent, Stream
 from adaptmesh_schemas.events import (
-    DatasetCounts,
-    DatasetVersioned,
     ModelReady,
     ModelTrained,
     RetrainReason,
@@ -33,7 +31,7 @@ from adaptmesh_training.app import TrainingApp, build_app
 from adaptmesh_training.runs import RunStatus
 from adaptmesh_training.settings import TrainingSettings
 from tests.meshtest import eventually
-from tests.unit.adaptmesh_training.snapshots import BASE_MODEL, tiny_snapshot
+from tests.unit.adaptmesh_training.snapshots import BASE_MODEL, dataset_versioned, tiny_snapshot
 
 DOMAIN = "fin-news"
 
@@ -145,8 +143,8 @@ async def test_a_request_for_an_ancestor_of_a_trained_version_is_skipped(tmp_pat
     v1 = store.put_document(v1_snapshot)
     async with running(app):
         # Ingestion announced v3 (parent v2); v2's snapshot names v1 as its parent.
-        await app.publish(versioned("v3", parent="v2", ref=v2))
-        await app.publish(versioned("v2", parent="v1", ref=v2))
+        await app.publish(dataset_versioned(DOMAIN, "v3", parent="v2", ref=v2))
+        await app.publish(dataset_versioned(DOMAIN, "v2", parent="v1", ref=v2))
         stale = await app.publish(request(v1, version="v1"))
         after = await app.publish(request(v1.model_copy(update={"sha256": "1" * 64}), "v4"))
         await settled(app, 2)
@@ -169,7 +167,7 @@ async def test_a_request_superseded_by_a_newer_one_of_its_domain_is_skipped(
     v2 = app.artifacts.put_document(tiny_snapshot(DOMAIN, parent_version="v1", base_model=missing))
     async with TestKafkaBroker(app.broker):
         # Both are recorded before the runner looks: the older one is superseded.
-        await app.publish(versioned("v2", parent="v1", ref=v2))
+        await app.publish(dataset_versioned(DOMAIN, "v2", parent="v1", ref=v2))
         older = await app.publish(request(v1, version="v1"))
         newer = await app.publish(request(v2, version="v2"))
         await app.runner.start()
@@ -220,19 +218,3 @@ async def test_the_champion_is_learnt_from_model_ready(tmp_path: Path) -> None:
         await app.publish(ready)
     assert app.knowledge.champion(DOMAIN) == "m-20260101000000-abcdef"
     assert app.knowledge.champion_artifact(DOMAIN) == ref
-
-
-def versioned(version: str, *, parent: str, ref: ArtifactRef) -> DatasetVersioned:
-    return DatasetVersioned(
-        domain=DOMAIN,
-        dataset_version=version,
-        artifact=ref,
-        parent_version=parent,
-        labels=("crude", "grain", "money-fx"),
-        taxonomy_version="t1",
-        recipe_version="r1",
-        base_model=BASE_MODEL,
-        counts=DatasetCounts(train=18, eval=6),
-        change_kind="data",
-        cause_event_ids=("e1",),
-    )

