@@ -55,6 +55,7 @@ from adaptmesh_ml.model_files import (
     labels_from_document,
 )
 from adaptmesh_schemas.documents import DatasetExample, DatasetSnapshot
+from adaptmesh_schemas.values import TrainingSettings
 
 Hyperparameters = dict[str, float | int | str | bool]
 
@@ -241,7 +242,7 @@ def train_classifier(
     labels = tuple(snapshot.labels)
     train_examples = _train_examples(snapshot)
     pool, validation = _validation_split(train_examples, early_stopping=settings.epochs is None)
-    selected, new_count = _select(pool, warm_start, settings.seed, recipe)
+    selected, new_count = _select(pool, warm_start, settings)
 
     threads = configure_torch_threads()
     world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -490,7 +491,7 @@ def _validation_split(
 
 
 def _select(
-    pool: list[DatasetExample], warm_start: WarmStart | None, seed: int, recipe: Any
+    pool: list[DatasetExample], warm_start: WarmStart | None, settings: TrainingSettings
 ) -> tuple[list[DatasetExample], int]:
     """What a run trains on, and how many of those are new to its parent.
 
@@ -504,9 +505,8 @@ def _select(
     old = [e for e in pool if (e.example_id, e.label) in warm_start.seen_examples]
     if not new:
         return pool, 0
-    settings = recipe.training
     wanted = max(math.ceil(settings.replay_ratio * len(new)), settings.min_replay)
-    replay = random.Random(seed).sample(old, min(wanted, len(old)))
+    replay = random.Random(settings.seed).sample(old, min(wanted, len(old)))
     return new + sorted(replay, key=lambda example: example.example_id), len(new)
 
 
