@@ -1,4 +1,4 @@
-"""Two DistributedDataParallel workers on gloo, as Ray Train runs them (without Ray)."""
+"""Two DistributedDataParallel workers on gloo, as the warm training workers run them."""
 
 from __future__ import annotations
 

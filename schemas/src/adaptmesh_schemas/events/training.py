@@ -14,7 +14,7 @@ class TrainingStarted(MeshEvent):
     run_id: str = Field(description="Unique id of the run.")
     dataset_version: str = Field(description="Dataset version being trained on.")
     recipe_version: str = Field(description="Recipe version in force.")
-    workers: int = Field(ge=1, description="Ray Train workers.")
+    workers: int = Field(ge=1, description="Ray workers training the run together.")
 
 
 @event("training.progress", stream=Stream.TRAINING, version="1.0")

@@ -1,4 +1,4 @@
-"""adaptmesh training service: LoRA fine-tuning under Ray Train, driven by `retrain.requested`.
+"""adaptmesh training service: LoRA fine-tuning on warm Ray workers, for `retrain.requested`.
 
 Importing the package sets Ray's environment defaults (see `ray_defaults`) before any module of
 it imports Ray, because Ray reads some of them once, at import time.

@@ -10,7 +10,7 @@ from adaptmesh_kit import MeshSettings
 
 
 class TrainingSettings(MeshSettings):
-    """How the training service runs Ray Train. Ray itself is found through `RAY_ADDRESS`
+    """How the training service runs its warm Ray workers. Ray itself is found through `RAY_ADDRESS`
     (unset: a local Ray started by the service)."""
 
     training_workers: int = Field(
