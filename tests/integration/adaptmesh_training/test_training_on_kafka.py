@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import re
+import shutil
 import signal
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -20,10 +21,17 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
+from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
 from adaptmesh_cli.rebuild import run_rebuild
 from adaptmesh_kit import ArtifactStore, MeshApp, create_app
-from adaptmesh_ml import ADAPTER_WEIGHTS_FILE, Classifier, TrainingState, load_model_files
+from adaptmesh_ml import (
+    ADAPTER_WEIGHTS_FILE,
+    Classifier,
+    TrainingState,
+    load_model_files,
+    resolve_base_model,
+)
 from adaptmesh_schemas import Envelope, MeshEvent, Stream, decode_event, read_envelope
 from adaptmesh_schemas.events import (
     ModelReady,
@@ -34,7 +42,7 @@ from adaptmesh_schemas.events import (
     TrainingProgress,
     TrainingStarted,
 )
-from adaptmesh_schemas.values import ArtifactRef, Lineage
+from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec, Lineage
 from adaptmesh_training.app import TrainingApp, build_app
 from adaptmesh_training.checkpoints import store_checkpoint
 from adaptmesh_training.lineage import code_version
@@ -489,6 +497,56 @@ async def test_a_run_whose_checkpoint_fails_its_digest_fails_once_without_retryi
     assert failed.retryable is False
     assert [run.status for run in runs] == [RunStatus.FAILED]
     assert runs[0].attempts == 1
+
+
+@pytest.mark.timeout(600)
+async def test_a_base_architecture_without_known_lora_targets_fails_once(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, ray_cluster: RayCluster
+) -> None:
+    settings = training_settings(kafka_bootstrap, unique_name, tmp_path)
+    domain = f"d-{unique_name}"
+    store = ArtifactStore(settings.artifact_root)
+    base = unregistered_base(tmp_path / "squeezebert")
+    dataset = store.put_document(tiny_snapshot(domain, base_model=base))
+    app = build_app(settings, cluster=ray_cluster)
+    async with app, create_app(settings, "probe") as probe:
+        sent = await probe.publish(retrain(domain, "v1", dataset))
+        seen = await training_events(
+            kafka_bootstrap, probe.topic(Stream.TRAINING), lambda s: ended(s, sent)
+        )
+        await asyncio.sleep(2)  # room for a retry to show itself, if there were one
+        runs = app.runs.all()
+    started, failed = caused_by(seen, sent)
+    assert isinstance(started, TrainingStarted)
+    assert isinstance(failed, TrainingFailed)
+    assert failed.error.startswith("UnsupportedArchitectureError")
+    assert "'squeezebert'" in failed.error
+    assert "lora.target_modules" in failed.error
+    assert failed.retryable is False
+    assert [run.status for run in runs] == [RunStatus.FAILED]
+
+
+def unregistered_base(directory: Path) -> BaseModelSpec:
+    """A tiny randomly initialised SqueezeBERT (an architecture the LoRA target registry does
+    not know) with MiniLM's tokenizer, saved as a local base model directory."""
+    config = SqueezeBertConfig(
+        hidden_size=32,
+        embedding_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        q_groups=1,
+        k_groups=1,
+        v_groups=1,
+        post_attention_groups=1,
+        intermediate_groups=1,
+        output_groups=1,
+    )
+    SqueezeBertForSequenceClassification(config).save_pretrained(directory)
+    for source in resolve_base_model(BASE_MODEL).iterdir():
+        if source.name.startswith(("tokenizer", "special_tokens")) or source.name == "vocab.txt":
+            shutil.copy(source, directory / source.name)
+    return BaseModelSpec(model_id=str(directory))
 
 
 @pytest.mark.timeout(600)
