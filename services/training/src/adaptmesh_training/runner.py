@@ -31,7 +31,6 @@ from ray.exceptions import RayActorError
 
 from adaptmesh_kit import ArtifactStore, MeshApp
 from adaptmesh_ml import (
-    TrainedModel,
     TrainingCancelledError,
     base_model_sha256,
     load_model_files,
@@ -296,7 +295,7 @@ class RunRunner:
     async def _save(
         self, record: RunRecord, snapshot: DatasetSnapshot, outcome: RunOutcome
     ) -> None:
-        trained: TrainedModel = outcome.trained
+        trained = outcome.trained
         if record.started_at is None:
             raise RuntimeError(f"run {record.run_id} has no start time")
         model_version = model_version_for(record.run_id, record.started_at)

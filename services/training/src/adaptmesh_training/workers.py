@@ -26,6 +26,7 @@ from typing import Any
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
+from adaptmesh_ml import TrainedModel
 from adaptmesh_schemas.documents import ModelManifest
 from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec
 
@@ -68,7 +69,7 @@ RunEvent = Progress | CheckpointSaved
 class RunOutcome:
     """Rank 0's result: the trained model and how it started."""
 
-    trained: Any  # adaptmesh_ml.TrainedModel (imported in workers, not in the driver's hot path)
+    trained: TrainedModel
     parent: ModelManifest | None
     start_note: str
 
@@ -148,6 +149,7 @@ class TrainingWorker:
         from adaptmesh_ml import (  # noqa: PLC0415
             TrainingProgress,
             TrainingState,
+            WarmStart,
             WarmStartError,
             plan_warm_start,
             train_classifier,
@@ -177,7 +179,7 @@ class TrainingWorker:
         def keep_going() -> bool:
             return bool(ray.get(control.keep_going.remote()))
 
-        def run(warm_start: Any) -> Any:
+        def run(warm_start: WarmStart | None) -> TrainedModel:
             return train_classifier(
                 snapshot,
                 bases=self._bases,
