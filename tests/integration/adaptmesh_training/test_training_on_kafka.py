@@ -142,7 +142,7 @@ async def test_runs_train_on_warm_workers_and_a_retrain_starts_from_the_champion
         seen = await training_events(
             kafka_bootstrap, probe.topic(Stream.TRAINING), lambda s: ended(s, again)
         )
-        runs = app.runs.all()
+        runs = await settled_runs(app)
 
     started, *middle, trained = caused_by(seen, sent)
     assert isinstance(started, TrainingStarted)
@@ -241,7 +241,7 @@ async def test_failed_runs_are_reported_once_and_the_next_request_still_trains(
         seen = await training_events(
             kafka_bootstrap, probe.topic(Stream.TRAINING), lambda s: ended(s, healthy)
         )
-        runs = app.runs.all()
+        runs = await settled_runs(app)
 
     [digest_failure] = caused_by(seen, bad_digest)
     assert isinstance(digest_failure, TrainingFailed)
@@ -362,7 +362,7 @@ async def test_a_rebalance_and_a_run_longer_than_the_poll_interval_start_no_seco
                 probe.topic(Stream.TRAINING),
                 lambda s: ended(s, sent) and ended(s, after),
             )
-            runs = {"a": first.runs.all(), "b": second.runs.all()}
+            runs = {"a": await settled_runs(first), "b": await settled_runs(second)}
     for request in (sent, after):
         run = caused_by(seen, request)
         kinds = [type(event) for event in run if not isinstance(event, TrainingProgress)]
@@ -400,7 +400,7 @@ async def test_a_run_made_stale_by_a_newer_dataset_is_cancelled(
             probe.topic(Stream.TRAINING),
             lambda s: ended(s, first) and ended(s, second),
         )
-        runs = app.runs.all()
+        runs = await settled_runs(app)
     cancelled = caused_by(seen, first)[-1]
     assert isinstance(cancelled, TrainingFailed), cancelled
     assert cancelled.error.endswith("cancelled: superseded by dataset v2")
@@ -435,7 +435,7 @@ async def test_a_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoi
         seen = await training_events(
             kafka_bootstrap, probe.topic(Stream.TRAINING), lambda s: ended(s, sent)
         )
-        [record] = app.runs.all()
+        [record] = await settled_runs(app)
 
     run = caused_by(seen, sent)
     assert isinstance(run[-1], ModelTrained), run
@@ -490,7 +490,7 @@ async def test_a_run_whose_checkpoint_fails_its_digest_fails_once_without_retryi
             lambda s: any(isinstance(e, TrainingFailed) for e, _ in s),
         )
         await asyncio.sleep(2)  # room for a retry to show itself, if there were one
-        runs = app.runs.all()
+        runs = await settled_runs(app)
     [failed] = [event for event, _ in seen]
     assert isinstance(failed, TrainingFailed)
     assert failed.error.startswith("ArtifactIntegrityError")
@@ -515,7 +515,7 @@ async def test_a_base_architecture_without_known_lora_targets_fails_once(
             kafka_bootstrap, probe.topic(Stream.TRAINING), lambda s: ended(s, sent)
         )
         await asyncio.sleep(2)  # room for a retry to show itself, if there were one
-        runs = app.runs.all()
+        runs = await settled_runs(app)
     started, failed = caused_by(seen, sent)
     assert isinstance(started, TrainingStarted)
     assert isinstance(failed, TrainingFailed)
@@ -578,6 +578,13 @@ async def test_two_workers_train_one_model_with_distributed_data_parallel(
         classifier.predict, ["oil prices fell again", "wheat harvest was poor"]
     )
     assert all(p.label in trained.labels for p in predictions)
+
+
+async def settled_runs(app: TrainingApp) -> list[RunRecord]:
+    """The app's runs once none is open: a run's last event is published just before its
+    ledger row is closed, so a test that saw the event may look a moment too early."""
+    await eventually(lambda: app.runs.next_open() is None, 60, f"runs still open: {app.runs.all()}")
+    return app.runs.all()
 
 
 def checkpointed_step(app: TrainingApp) -> int:
