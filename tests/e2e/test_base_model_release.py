@@ -203,14 +203,6 @@ def mesh(
 
 
 @pytest.fixture
-async def user(mesh: EmbeddedMesh) -> AsyncIterator[OutsideUser]:
-    outside = OutsideUser(mesh.bootstrap_servers, mesh.topic_prefix)
-    await outside.producer.start()
-    yield outside
-    await outside.producer.stop()
-
-
-@pytest.fixture
 async def mesh_log(mesh: EmbeddedMesh) -> AsyncIterator[MeshLog]:
     log = MeshLog(
         mesh.bootstrap_servers,

@@ -12,7 +12,7 @@ import asyncio
 import json
 import random
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +99,6 @@ def mesh(
         extra_env={"MESH_TOPIC_PARTITIONS": "2", "MESH_DRIFT_COOLDOWN_SECONDS": "5"},
     ) as running:
         yield running
-
-
-@pytest.fixture
-async def user(mesh: EmbeddedMesh) -> AsyncIterator[OutsideUser]:
-    outside = OutsideUser(mesh.bootstrap_servers, mesh.topic_prefix)
-    await outside.producer.start()
-    yield outside
-    await outside.producer.stop()
 
 
 async def test_change_event_to_served_retrained_model(
