@@ -124,3 +124,56 @@ class GateReport(Value):
     champion: ModelEvaluation | None = Field(default=None, description="The champion's, if any.")
     approved: bool = Field(description="The decision.")
     reasons: tuple[str, ...] = Field(description="One line per check, passed or failed.")
+
+
+class ReferenceExample(Value):
+    """How a model answered one example of its eval split."""
+
+    example_id: str = Field(description="The dataset example.")
+    label: Label = Field(description="Its true label.")
+    predicted: Label = Field(description="What the model said.")
+    confidence: float = Field(ge=0, le=1, description="Probability of the predicted label.")
+    margin: float = Field(ge=0, le=1, description="Top probability minus the runner-up's.")
+    embedding_sketch: tuple[float, ...] = Field(
+        description="The same fixed projection of the embedding serving logs."
+    )
+
+
+class ReferenceProfile(Value):
+    """A production model's behaviour on its own eval split: what drift is measured against.
+
+    Written by the gate when it promotes the model (it has just scored the eval split);
+    drift-sensing derives every detector's reference from it — the embedding sample, the
+    predicted-label mix, the confidence calibration and the accuracy — and calibrates each
+    detector by simulating no-drift streams drawn from it.
+    """
+
+    format: Literal["adaptmesh.reference-profile/1"] = Field(
+        default="adaptmesh.reference-profile/1", description="Format."
+    )
+    domain: str = Field(description="Domain.")
+    model_version: str = Field(description="The model profiled.")
+    dataset_version: str = Field(description="Dataset whose eval split was used.")
+    labels: tuple[Label, ...] = Field(description="The model's head labels, in order.")
+    sketch_dimensions: int = Field(ge=0, description="Length of every embedding sketch.")
+    accuracy: float = Field(ge=0, le=1, description="Accuracy on the eval split.")
+    examples: tuple[ReferenceExample, ...] = Field(description="One per eval example.")
+
+
+class LabelingItem(Value):
+    prediction_id: str = Field(description="Send feedback for this id with the true label.")
+    text: str = Field(description="The input.")
+    predicted: Label = Field(description="What the model said.")
+    confidence: float = Field(ge=0, le=1, description="Probability of the predicted label.")
+    margin: float | None = Field(default=None, description="Top minus runner-up probability.")
+
+
+class LabelingSample(Value):
+    """The most uncertain recent inputs of a drifting domain, for people to label."""
+
+    format: Literal["adaptmesh.labeling-sample/1"] = Field(
+        default="adaptmesh.labeling-sample/1", description="Format."
+    )
+    domain: str = Field(description="Domain.")
+    model_version: str = Field(description="Model that answered.")
+    items: tuple[LabelingItem, ...] = Field(description="Least certain first.")

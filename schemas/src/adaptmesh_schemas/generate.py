@@ -19,13 +19,25 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 import adaptmesh_schemas.events  # noqa: F401  (registers every event)
-from adaptmesh_schemas.documents import DatasetSnapshot, GateReport, ModelManifest
+from adaptmesh_schemas.documents import (
+    DatasetSnapshot,
+    GateReport,
+    LabelingSample,
+    ModelManifest,
+    ReferenceProfile,
+)
 from adaptmesh_schemas.topics import TOPIC_SPECS, Stream, topic_name
 from adaptmesh_schemas.versioning import EVENT_TYPES, MeshEvent, events_on
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2]
 # Artifact documents referenced by events (claim checks) are contracts too.
-DOCUMENTS: tuple[type[BaseModel], ...] = (DatasetSnapshot, ModelManifest, GateReport)
+DOCUMENTS: tuple[type[BaseModel], ...] = (
+    DatasetSnapshot,
+    ModelManifest,
+    GateReport,
+    ReferenceProfile,
+    LabelingSample,
+)
 JSONSCHEMA_DIR = "jsonschema"
 ASYNCAPI_FILE = "asyncapi.json"
 

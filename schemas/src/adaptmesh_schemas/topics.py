@@ -19,6 +19,7 @@ class Stream(StrEnum):
     FEEDBACK = "feedback"
     DATASETS = "datasets"
     INFERENCE = "inference"
+    DRIFT = "drift"
     RETRAIN = "retrain"
     TRAINING = "training"
     GATE = "gate"
@@ -53,7 +54,7 @@ TOPIC_SPECS: dict[Stream, TopicSpec] = {
             Stream.FEEDBACK,
             1,
             "users, apps",
-            ("ingestion",),
+            ("ingestion", "drift-sensing"),
             "Ground truth for served predictions.",
         ),
         TopicSpec(
@@ -69,7 +70,15 @@ TOPIC_SPECS: dict[Stream, TopicSpec] = {
             1,
             "serving",
             ("drift-sensing",),
-            "Sampled inference records: label, confidence, embedding sketch.",
+            "Sampled inference records: label, confidence, embedding sketch, text.",
+        ),
+        TopicSpec(
+            Stream.DRIFT,
+            1,
+            "drift-sensing",
+            ("users", "CLI"),
+            "A domain's production model no longer fits what it sees: evidence per detector "
+            "and a sample of uncertain inputs to label.",
         ),
         TopicSpec(
             Stream.RETRAIN,
@@ -96,8 +105,9 @@ TOPIC_SPECS: dict[Stream, TopicSpec] = {
             Stream.MODELS_READY,
             1,
             "evaluation-gate",
-            ("serving", "users"),
-            "The production model per domain; log-compacted, key = domain.",
+            ("serving", "drift-sensing", "users"),
+            "The production model per domain, with its reference profile; log-compacted, "
+            "key = domain.",
             compacted=True,
         ),
         TopicSpec(

@@ -126,6 +126,44 @@ class GatePolicy(Value):
     require_must_pass: bool = Field(default=True, description="Every must-pass case must be right.")
 
 
+class DriftPolicy(Value):
+    """How drift-sensing watches a domain's production model, and what an alarm leads to.
+
+    Every detector is calibrated, when a model is promoted, by simulating no-drift streams drawn
+    from the model's reference profile (its behaviour on its own eval split), so that the
+    combined alarm fires on a no-drift stream on average once every `ert` records.
+    """
+
+    ert: int = Field(
+        default=500,
+        ge=20,
+        le=1_000_000,
+        description="Expected run time between false alarms, in records of the stream watched: "
+        "the combined false-alarm rate of all detectors is at most 1/ert per record.",
+    )
+    window: int = Field(
+        default=20,
+        ge=4,
+        le=1000,
+        description="Records in each detector's sliding test window (online MMD, prediction "
+        "mix, estimated accuracy). Smaller reacts faster to large shifts; larger sees smaller "
+        "ones.",
+    )
+    on_detect: Literal["retrain", "alert"] = Field(
+        default="retrain",
+        description="retrain: a drift alarm requests a retrain when there is labelled data the "
+        "champion has not seen (never on the dataset it was trained on); alert: only "
+        "`drift.detected` is published.",
+    )
+    max_accuracy_drop: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Accuracy loss tolerated before the estimated-accuracy and "
+        "feedback-accuracy detectors may alarm (absolute, against the reference accuracy).",
+    )
+
+
 class DataSelection(Value):
     eval_fraction: float = Field(default=0.2, gt=0, lt=1, description="Share of examples held out.")
     max_examples_per_label: int | None = Field(
@@ -196,6 +234,17 @@ class DriftEvidence(Value):
     p_value: float | None = Field(default=None, ge=0, le=1, description="p-value, when defined.")
     threshold: float = Field(description="Decision threshold the statistic was held against.")
     window_size: int = Field(ge=1, description="Inference records in the tested window.")
+    drifted: bool | None = Field(
+        default=None, description="Whether this detector alarmed (unset in 1.0 evidence)."
+    )
+    ert: float | None = Field(
+        default=None,
+        description="Expected run time between false alarms this detector was calibrated to.",
+    )
+    records_seen: int | None = Field(
+        default=None, description="Records the detector had seen since it was last (re)armed."
+    )
+    detail: str = Field(default="", description="One line for people: what was measured.")
 
 
 SplitName = Literal["train", "eval"]

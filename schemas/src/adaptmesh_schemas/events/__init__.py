@@ -15,6 +15,7 @@ from adaptmesh_schemas.events.changes import (
 )
 from adaptmesh_schemas.events.datasets import DatasetCounts, DatasetVersioned
 from adaptmesh_schemas.events.deadletter import DeadLetterRecorded, DeadLetterSource, RawHeader
+from adaptmesh_schemas.events.drift import DriftAction, DriftDetected
 from adaptmesh_schemas.events.feedback import FeedbackSubmitted
 from adaptmesh_schemas.events.gate import GateApproved, GateRejected, LabelMetrics
 from adaptmesh_schemas.events.inference import InferenceLogged
@@ -35,6 +36,8 @@ __all__ = [
     "DatasetVersioned",
     "DeadLetterRecorded",
     "DeadLetterSource",
+    "DriftAction",
+    "DriftDetected",
     "FeedbackSubmitted",
     "GateApproved",
     "GateRejected",

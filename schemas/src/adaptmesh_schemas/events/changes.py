@@ -10,6 +10,7 @@ from adaptmesh_schemas.topics import Stream
 from adaptmesh_schemas.values import (
     BaseModelSpec,
     DataSelection,
+    DriftPolicy,
     GatePolicy,
     Label,
     LabelledExample,
@@ -22,10 +23,11 @@ from adaptmesh_schemas.values import (
 from adaptmesh_schemas.versioning import FLEET_DOMAIN, Domain, MeshEvent, event
 
 
-@event("change.recipe", stream=Stream.CHANGES, version="1.1")
+@event("change.recipe", stream=Stream.CHANGES, version="1.2")
 class RecipeChanged(MeshEvent):
     """Registers or replaces a domain's recipe: how its model is built and judged.
 
+    1.2 (additive): `drift` — the target false-alarm rate (ERT), window and what an alarm does.
     1.1 (additive): training defaults that train without tuning (early stopping, lr 2e-3,
     batch 16), warm starts from the champion (`training.init`, replay share), and LoRA target
     modules resolved per architecture when the recipe names none.
@@ -43,6 +45,9 @@ class RecipeChanged(MeshEvent):
     )
     gate: GatePolicy = Field(default_factory=GatePolicy, description="Promotion policy.")
     data: DataSelection = Field(default_factory=DataSelection, description="Data selection.")
+    drift: DriftPolicy = Field(
+        default_factory=DriftPolicy, description="How drift is detected and what it leads to."
+    )
 
 
 class LabelAdded(Value):

@@ -11,10 +11,12 @@ from adaptmesh_schemas.values import ArtifactRef, Label, Lineage
 from adaptmesh_schemas.versioning import MeshEvent, event
 
 
-@event("model.ready", stream=Stream.MODELS_READY, version="2.1")
+@event("model.ready", stream=Stream.MODELS_READY, version="2.2")
 class ModelReady(MeshEvent):
     """This model now serves the domain.
 
+    2.2 (additive) carries the model's reference profile: how it behaves on its own eval split,
+    what drift-sensing calibrates its detectors on.
     2.1 carries the richer lineage of model.trained 1.2 (additive).
     v2 groups the artifact's location and digest into one `artifact` claim check. The topic is
     compacted, so a domain untouched since v1 still has a v1 record as its latest: serving must
@@ -26,6 +28,11 @@ class ModelReady(MeshEvent):
     labels: tuple[Label, ...] = Field(description="Head labels, in order.")
     lineage: Lineage = Field(description="Where it came from.")
     gate_report: ArtifactRef | None = Field(default=None, description="The approving report.")
+    reference_profile: ArtifactRef | None = Field(
+        default=None,
+        description="The model's behaviour on its eval split (a `ReferenceProfile` document), "
+        "written by the gate at promotion; drift-sensing watches the model against it.",
+    )
 
     @classmethod
     def upcast_v1_v2(cls, data: dict[str, Any]) -> dict[str, Any]:
