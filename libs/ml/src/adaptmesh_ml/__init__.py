@@ -29,6 +29,7 @@ from adaptmesh_ml.model_files import (
     ModelFilesError,
     configure_torch_threads,
 )
+from adaptmesh_ml.profiles import profile_from_predictions, reference_profile
 from adaptmesh_ml.training import (
     TrainedModel,
     TrainingCancelledError,
@@ -75,6 +76,8 @@ __all__ = [
     "map_labels",
     "model_directory",
     "plan_warm_start",
+    "profile_from_predictions",
+    "reference_profile",
     "register_architecture",
     "resolve_base_model",
     "save_model",

@@ -33,6 +33,12 @@ class Prediction:
     probabilities: dict[str, float]
     embedding_sketch: tuple[float, ...]
 
+    @property
+    def margin(self) -> float:
+        """Probability of the predicted label minus the runner-up's (1.0 with one label)."""
+        top = sorted(self.probabilities.values(), reverse=True)
+        return min(1.0, max(0.0, top[0] - (top[1] if len(top) > 1 else 0.0)))
+
 
 class Classifier:
     """Predicts labels for texts. One caller at a time (calls are serialised by a lock)."""
