@@ -13,7 +13,15 @@ from pydantic import Field
 
 from adaptmesh_schemas.events.changes import RecipeChanged, TaxonomyOperation
 from adaptmesh_schemas.events.gate import LabelMetrics
-from adaptmesh_schemas.values import BaseModelSpec, Label, Lineage, Sha256, SplitName, Value
+from adaptmesh_schemas.values import (
+    BaseModelSpec,
+    DriftPolicy,
+    Label,
+    Lineage,
+    Sha256,
+    SplitName,
+    Value,
+)
 
 
 class DatasetExample(Value):
@@ -157,6 +165,10 @@ class ReferenceProfile(Value):
     labels: tuple[Label, ...] = Field(description="The model's head labels, in order.")
     sketch_dimensions: int = Field(ge=0, description="Length of every embedding sketch.")
     accuracy: float = Field(ge=0, le=1, description="Accuracy on the eval split.")
+    drift: DriftPolicy = Field(
+        default_factory=DriftPolicy,
+        description="The recipe's drift policy in force for the dataset the model was trained on.",
+    )
     examples: tuple[ReferenceExample, ...] = Field(description="One per eval example.")
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from adaptmesh_ml.classifier import SKETCH_DIMENSIONS, Classifier, Prediction
 from adaptmesh_schemas.documents import DatasetExample, ReferenceExample, ReferenceProfile
+from adaptmesh_schemas.values import DriftPolicy
 
 
 def profile_from_predictions(
@@ -21,6 +22,7 @@ def profile_from_predictions(
     dataset_version: str,
     model_version: str,
     labels: Sequence[str],
+    drift: DriftPolicy | None = None,
 ) -> ReferenceProfile:
     """The profile of a model whose `predictions` on `examples` (same order) are known."""
     if len(predictions) != len(examples):
@@ -44,6 +46,7 @@ def profile_from_predictions(
         labels=tuple(labels),
         sketch_dimensions=len(rows[0].embedding_sketch) if rows else SKETCH_DIMENSIONS,
         accuracy=correct / len(rows) if rows else 0.0,
+        drift=drift or DriftPolicy(),
         examples=rows,
     )
 
@@ -54,6 +57,7 @@ def reference_profile(
     *,
     domain: str,
     dataset_version: str,
+    drift: DriftPolicy | None = None,
 ) -> ReferenceProfile:
     """Score `examples` (the eval split) with `classifier` and profile the answers."""
     predictions = classifier.predict([example.text for example in examples]) if examples else []
@@ -64,4 +68,5 @@ def reference_profile(
         dataset_version=dataset_version,
         model_version=classifier.model_version,
         labels=classifier.labels,
+        drift=drift,
     )
