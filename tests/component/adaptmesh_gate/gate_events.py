@@ -8,6 +8,7 @@ from adaptmesh_schemas.events import DatasetCounts, DatasetVersioned, ModelTrain
 from adaptmesh_schemas.values import (
     ArtifactRef,
     BaseModelSpec,
+    DriftPolicy,
     GatePolicy,
     Lineage,
     SplitName,
@@ -24,6 +25,7 @@ def snapshot(
     must_pass: tuple[tuple[str, str, str], ...] = (),
     gate: GatePolicy | None = None,
     training: TrainingSettings | None = None,
+    drift: DriftPolicy | None = None,
 ) -> DatasetSnapshot:
     """A snapshot of (text, label, split) examples and (case id, text, label) cases."""
     labels = tuple(dict.fromkeys(label for _, label, _ in examples))
@@ -34,6 +36,7 @@ def snapshot(
         labels=labels,
         training=training or TrainingSettings(),
         gate=gate or GatePolicy(),
+        drift=drift or DriftPolicy(),
     )
     return DatasetSnapshot(
         domain=domain,

@@ -9,7 +9,6 @@ whole reaction to an event has happened when `app.publish` returns.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,16 @@ from faststream.kafka import TestKafkaBroker
 from faststream.kafka.message import KafkaMessage
 
 from adaptmesh_gate.app import build_app
+from adaptmesh_gate.evaluation import EvalSet, Evaluated
 from adaptmesh_gate.settings import GateSettings
 from adaptmesh_kit import ArtifactIntegrityError, MeshApp
 from adaptmesh_schemas import Envelope, MeshEvent, Stream, decode_event, read_envelope
 from adaptmesh_schemas.documents import (
-    DatasetExample,
     GateReport,
     ModelEvaluation,
     MustPassOutcome,
-    MustPassRecord,
+    ReferenceExample,
+    ReferenceProfile,
 )
 from adaptmesh_schemas.events import (
     DatasetVersioned,
@@ -38,7 +38,7 @@ from adaptmesh_schemas.events import (
     TrainingFailed,
     TrainingStarted,
 )
-from adaptmesh_schemas.values import ArtifactRef, GatePolicy
+from adaptmesh_schemas.values import ArtifactRef, DriftPolicy, GatePolicy
 from tests.component.adaptmesh_gate.gate_events import model_trained, snapshot, store_dataset
 
 DOMAIN = "fin-news"
@@ -49,35 +49,67 @@ EXAMPLES: list[tuple[str, str, Any]] = [
     ("exports fell", "trade", "eval"),
 ]
 CASES = (("gold-1", "gold prices hit a record", "gold"), ("trade-1", "a new tariff", "trade"))
+# Not the default policy, so that a profile carrying the default would be caught.
+DRIFT = DriftPolicy(ert=2000, window=30, on_detect="alert", max_accuracy_drop=0.1)
 
 
 class PreparedEvaluations:
-    """An evaluator that answers from a table, keyed by model manifest digest."""
+    """An evaluator that answers from a table, keyed by model manifest digest.
 
-    def __init__(self) -> None:
+    Like the real one it profiles every model it evaluates (unless `profiles` is off, as for
+    an evaluator that cannot): every eval example answered right, with a fixed sketch.
+    """
+
+    def __init__(self, *, profiles: bool = True) -> None:
         self.by_digest: dict[str, ModelEvaluation] = {}
         self.broken: set[str] = set()
         self.calls: list[tuple[str, str, list[str], list[str]]] = []
+        self.eval_sets: list[EvalSet] = []
+        self.profiles: dict[str, ReferenceProfile] = {}
+        self._with_profiles = profiles
 
-    def __call__(
-        self,
-        domain: str,
-        model: ArtifactRef,
-        examples: Sequence[DatasetExample],
-        must_pass: Sequence[MustPassRecord],
-        /,
-    ) -> ModelEvaluation:
+    def __call__(self, model: ArtifactRef, on: EvalSet, /) -> Evaluated:
         self.calls.append(
-            (domain, model.sha256, [e.text for e in examples], [c.case_id for c in must_pass])
+            (
+                on.domain,
+                model.sha256,
+                [e.text for e in on.examples],
+                [c.case_id for c in on.must_pass],
+            )
         )
+        self.eval_sets.append(on)
         if model.sha256 in self.broken:
             raise ArtifactIntegrityError(f"artifact {model.uri} has sha256 0000, expected ...")
         evaluation = self.by_digest[model.sha256]
         # Like the real evaluation: one outcome per case in force.
         outcomes = {o.case_id: o for o in evaluation.must_pass}
-        return evaluation.model_copy(
-            update={"must_pass": tuple(outcomes[case.case_id] for case in must_pass)}
+        evaluation = evaluation.model_copy(
+            update={"must_pass": tuple(outcomes[case.case_id] for case in on.must_pass)}
         )
+        if not self._with_profiles:
+            return Evaluated(evaluation)
+        profile = ReferenceProfile(
+            domain=on.domain,
+            model_version=evaluation.model_version,
+            dataset_version=on.dataset_version,
+            labels=("gold", "trade"),
+            sketch_dimensions=2,
+            accuracy=1.0,
+            drift=on.drift,
+            examples=tuple(
+                ReferenceExample(
+                    example_id=example.example_id,
+                    label=example.label,
+                    predicted=example.label,
+                    confidence=0.9,
+                    margin=0.8,
+                    embedding_sketch=(0.25, -0.5),
+                )
+                for example in on.examples
+            ),
+        )
+        self.profiles[evaluation.model_version] = profile
+        return Evaluated(evaluation, profile)
 
     def add(
         self, version: str, f1: dict[str, float], wrong_cases: tuple[str, ...] = ()
@@ -131,7 +163,8 @@ class Published:
 class Gate:
     """A gate app in memory, what it publishes, and the prepared evaluations it uses."""
 
-    def __init__(self, tmp_path: Path, **settings: Any) -> None:
+    def __init__(self, tmp_path: Path, *, profiles: bool = True, **settings: Any) -> None:
+        self.artifact_dir = tmp_path / "artifacts"
         values: dict[str, Any] = {
             "artifact_root": f"file://{tmp_path}/artifacts",
             "provision_topics": False,
@@ -139,7 +172,7 @@ class Gate:
             "gate_dataset_wait_seconds": 0,
             **settings,
         }
-        self.evaluations = PreparedEvaluations()
+        self.evaluations = PreparedEvaluations(profiles=profiles)
         self.app = build_app(GateSettings(**values), evaluator=self.evaluations)
         self.decisions = Published(self.app, Stream.GATE)
         self.ready = Published(self.app, Stream.MODELS_READY)
@@ -155,12 +188,20 @@ class Gate:
     def letter_reasons(self) -> list[str]:
         return [e.reason for e in self.letters.events if isinstance(e, DeadLetterRecorded)]
 
+    def stored_profiles(self) -> list[ReferenceProfile]:
+        """Every reference profile in the artifact store, whoever refers to it."""
+        return [
+            ReferenceProfile.model_validate_json(text)
+            for path in sorted(self.artifact_dir.rglob("*"))
+            if path.is_file() and '"adaptmesh.reference-profile/1"' in (text := path.read_text())
+        ]
+
 
 async def test_first_candidate_is_approved_promoted_and_the_chain_carries_through(
     tmp_path: Path,
 ) -> None:
     gate = Gate(tmp_path)
-    dataset = gate.dataset(gate=GatePolicy(min_macro_f1=0.6))
+    dataset = gate.dataset(gate=GatePolicy(min_macro_f1=0.6), drift=DRIFT)
     model = gate.evaluations.add("m1", {"gold": 0.8, "trade": 0.9})
     trained = model_trained(dataset, "m1", model)
     async with TestKafkaBroker(gate.app.broker):
@@ -190,6 +231,8 @@ async def test_first_candidate_is_approved_promoted_and_the_chain_carries_throug
     assert report.champion is None
 
     [(ready_envelope, ready)] = gate.ready.records
+    assert isinstance(ready, ModelReady)
+    assert ready.reference_profile is not None
     assert ready == ModelReady(
         domain=DOMAIN,
         model_version="m1",
@@ -197,7 +240,15 @@ async def test_first_candidate_is_approved_promoted_and_the_chain_carries_throug
         labels=("gold", "trade"),
         lineage=trained.lineage,
         gate_report=decision.report,
+        reference_profile=ready.reference_profile,
     )
+    # The profile the evaluator built, on the eval split of the candidate's dataset version,
+    # under the recipe's drift policy.
+    profile = gate.app.artifacts.get_document(ready.reference_profile, ReferenceProfile)
+    assert profile == gate.evaluations.profiles["m1"]
+    assert profile.dataset_version == "ds-1"
+    assert [example.example_id for example in profile.examples] == ["ex-1", "ex-3"]
+    assert profile.drift == DRIFT
     for envelope in (decision_envelope, ready_envelope):
         assert envelope.causationid == sent.id
         assert envelope.correlationid == "change-1"
@@ -231,6 +282,8 @@ async def test_a_regressing_candidate_is_rejected_and_the_champion_stays(tmp_pat
         "m1",
         "m3",
     ]
+    # Only promoted models get a profile; the rejected one's is never written.
+    assert sorted(p.model_version for p in gate.stored_profiles()) == ["m1", "m3"]
     # The champion was evaluated, first, on the same data as each candidate it faced.
     assert [(digest, texts) for _, digest, texts, _ in gate.evaluations.calls] == [
         (first.sha256, ["bullion demand", "exports fell"]),
@@ -239,6 +292,20 @@ async def test_a_regressing_candidate_is_rejected_and_the_champion_stays(tmp_pat
         (first.sha256, ["bullion demand", "exports fell"]),
         (better.sha256, ["bullion demand", "exports fell"]),
     ]
+
+
+async def test_an_evaluator_without_a_profile_promotes_without_one(tmp_path: Path) -> None:
+    gate = Gate(tmp_path, profiles=False)
+    dataset = gate.dataset()
+    model = gate.evaluations.add("m1", {"gold": 0.9, "trade": 0.9})
+    async with TestKafkaBroker(gate.app.broker):
+        await gate.app.publish(dataset)
+        await gate.app.publish(model_trained(dataset, "m1", model))
+    [ready] = gate.ready.events
+    assert isinstance(ready, ModelReady)
+    assert ready.model_version == "m1"
+    assert ready.reference_profile is None
+    assert gate.stored_profiles() == []
 
 
 async def test_the_approved_candidate_is_the_next_champion(tmp_path: Path) -> None:

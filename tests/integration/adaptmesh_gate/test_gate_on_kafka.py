@@ -18,11 +18,17 @@ from adaptmesh_gate.app import build_app
 from adaptmesh_gate.settings import GateSettings
 from adaptmesh_kit import ArtifactStore, create_app
 from adaptmesh_kit.topic_ends import end_offsets
-from adaptmesh_ml import save_model, train_classifier
+from adaptmesh_ml import SKETCH_DIMENSIONS, save_model, train_classifier
 from adaptmesh_schemas import MeshEvent, Stream, decode_event, read_envelope, topic_name
-from adaptmesh_schemas.documents import DatasetSnapshot, GateReport
+from adaptmesh_schemas.documents import DatasetSnapshot, GateReport, ReferenceProfile
 from adaptmesh_schemas.events import DatasetVersioned, GateApproved, GateRejected, ModelReady
-from adaptmesh_schemas.values import ArtifactRef, GatePolicy, SplitName, TrainingSettings
+from adaptmesh_schemas.values import (
+    ArtifactRef,
+    DriftPolicy,
+    GatePolicy,
+    SplitName,
+    TrainingSettings,
+)
 from tests.component.adaptmesh_gate.gate_events import (
     lineage,
     model_trained,
@@ -76,6 +82,7 @@ CASES = (("gold-1", "gold price soared", "gold"), ("oil-1", "crude oil output fe
 # Small batches so that a few dozen examples still make enough optimiser steps to learn.
 TRAINING = TrainingSettings(epochs=3, batch_size=4, learning_rate=2e-3, max_length=32, seed=13)
 POLICY = GatePolicy(min_macro_f1=0.6, max_regression=0.05, require_must_pass=True)
+DRIFT = DriftPolicy(ert=1000, window=12, on_detect="alert")
 
 
 def examples(labels: list[str] | None = None) -> list[tuple[str, str, SplitName]]:
@@ -117,7 +124,9 @@ async def test_a_real_model_is_promoted_and_a_shuffled_one_rejected_after_a_rest
     prefix = settings.topic_prefix
     store = ArtifactStore(settings.artifact_root)
 
-    truth = snapshot(DOMAIN, examples(), must_pass=CASES, gate=POLICY, training=TRAINING)
+    truth = snapshot(
+        DOMAIN, examples(), must_pass=CASES, gate=POLICY, training=TRAINING, drift=DRIFT
+    )
     dataset = store_dataset(store, "ds-1", truth)
     shuffled_labels = [label for _, label, _ in examples()]
     random.Random(1).shuffle(shuffled_labels)
@@ -159,6 +168,28 @@ async def test_a_real_model_is_promoted_and_a_shuffled_one_rejected_after_a_rest
     assert ready.gate_report == approved.report
     assert ready.lineage == trained_good.lineage
     assert ready.labels == ("gold", "oil", "grain")
+
+    # The promoted model's reference profile: its answers on the eval split it was judged on.
+    assert ready.reference_profile is not None
+    profile = store.get_document(ready.reference_profile, ReferenceProfile)
+    approved_report = store.get_document(approved.report, GateReport)
+    assert (profile.domain, profile.model_version, profile.dataset_version) == (
+        DOMAIN,
+        "m-good",
+        "ds-1",
+    )
+    assert [row.example_id for row in profile.examples] == [
+        example.example_id for example in truth.examples if example.split == "eval"
+    ]
+    assert [row.label for row in profile.examples] == [
+        example.label for example in truth.examples if example.split == "eval"
+    ]
+    assert profile.accuracy == approved_report.candidate.accuracy
+    assert profile.labels == ready.labels
+    assert profile.sketch_dimensions == SKETCH_DIMENSIONS
+    assert all(len(row.embedding_sketch) == SKETCH_DIMENSIONS for row in profile.examples)
+    assert all(0 <= row.margin <= row.confidence for row in profile.examples)
+    assert profile.drift == DRIFT
 
     assert isinstance(rejected, GateRejected), rejected
     assert rejected.model_version == "m-shuffled"

@@ -8,6 +8,7 @@ from adaptmesh_schemas.events import GateApproved, GateRejected, LabelMetrics, M
 from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec, Lineage
 
 REPORT = ArtifactRef(uri="file:///store/report", sha256="b" * 64)
+PROFILE = ArtifactRef(uri="file:///store/profile", sha256="d" * 64)
 LINEAGE = Lineage(
     dataset_version="ds-1",
     dataset_sha256="a" * 64,
@@ -72,11 +73,16 @@ def test_an_approval_without_champion_has_no_champion_fields() -> None:
     assert event.champion_macro_f1 is None
 
 
-def test_model_ready_promotes_the_candidates_artifact_with_its_lineage_and_report() -> None:
-    ready = model_ready(TRAINED, REPORT)
+def test_model_ready_promotes_the_candidates_artifact_with_its_lineage_and_documents() -> None:
+    ready = model_ready(TRAINED, REPORT, PROFILE)
     assert ready.domain == "fin"
     assert ready.model_version == "m2"
     assert ready.artifact == TRAINED.artifact
     assert ready.labels == ("gold", "trade")
     assert ready.lineage == LINEAGE
     assert ready.gate_report == REPORT
+    assert ready.reference_profile == PROFILE
+
+
+def test_model_ready_without_a_profile_says_so() -> None:
+    assert model_ready(TRAINED, REPORT).reference_profile is None

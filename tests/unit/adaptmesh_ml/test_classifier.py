@@ -12,6 +12,8 @@ from adaptmesh_ml import (
     Classifier,
     TrainedModel,
     evaluate,
+    evaluate_with_predictions,
+    profile_from_predictions,
     save_model,
     sketch_projection,
 )
@@ -133,3 +135,34 @@ def test_evaluation_scores_examples_and_must_pass_cases(classifier: Classifier) 
     assert set(evaluation.confusion["politics"]) == {*tiny_domain.LABELS, "politics"}
     assert 0.0 <= evaluation.macro_f1 <= 1.0
     assert evaluation.accuracy <= 6 / 7
+
+
+def test_evaluation_with_predictions_returns_the_eval_answers_it_scored(
+    classifier: Classifier,
+) -> None:
+    examples = tiny_domain.examples(split="eval")[::7]  # two of each label
+    cases = [
+        MustPassRecord(
+            rule_id="rule-1",
+            rule_version="1",
+            case_id="case-1",
+            text="rates",
+            expected_label="markets",
+        )
+    ]
+    evaluation, predictions = evaluate_with_predictions(classifier, examples, cases)
+
+    assert evaluation == evaluate(classifier, examples, cases)
+    # One per eval example, in order; the must-pass case's answer is not among them.
+    expected = classifier.predict([example.text for example in examples])
+    assert [p.label for p in predictions] == [p.label for p in expected]
+    assert [p.confidence for p in predictions] == pytest.approx([p.confidence for p in expected])
+    profile = profile_from_predictions(
+        predictions,
+        examples,
+        domain="tiny-news",
+        dataset_version="ds-1",
+        model_version=classifier.model_version,
+        labels=classifier.labels,
+    )
+    assert profile.accuracy == evaluation.accuracy

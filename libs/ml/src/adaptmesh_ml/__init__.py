@@ -20,7 +20,7 @@ from adaptmesh_ml.artifacts import (
 from adaptmesh_ml.base_cache import BaseModelCache
 from adaptmesh_ml.base_models import BaseModelNotFoundError, base_model_sha256, resolve_base_model
 from adaptmesh_ml.classifier import SKETCH_DIMENSIONS, Classifier, Prediction, sketch_projection
-from adaptmesh_ml.evaluation import classification_metrics, evaluate
+from adaptmesh_ml.evaluation import classification_metrics, evaluate, evaluate_with_predictions
 from adaptmesh_ml.head_mapping import HeadMapping, map_head, map_labels
 from adaptmesh_ml.model_files import (
     ADAPTER_CONFIG_FILE,
@@ -68,6 +68,7 @@ __all__ = [
     "classification_metrics",
     "configure_torch_threads",
     "evaluate",
+    "evaluate_with_predictions",
     "library_versions",
     "load_model_files",
     "lora_config_for",

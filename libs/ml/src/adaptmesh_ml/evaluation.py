@@ -15,7 +15,7 @@ from adaptmesh_schemas.documents import (
 from adaptmesh_schemas.events.gate import LabelMetrics
 
 if TYPE_CHECKING:
-    from adaptmesh_ml.classifier import Classifier
+    from adaptmesh_ml.classifier import Classifier, Prediction
 
 
 def classification_metrics(
@@ -64,12 +64,30 @@ def evaluate(
     An example or case whose label the classifier does not know counts as a miss: that label
     gets support and zero recall, which lowers macro-F1.
     """
+    evaluation, _ = evaluate_with_predictions(classifier, examples, must_pass)
+    return evaluation
+
+
+def evaluate_with_predictions(
+    classifier: Classifier,
+    examples: Sequence[DatasetExample],
+    must_pass: Sequence[MustPassRecord],
+) -> tuple[ModelEvaluation, list[Prediction]]:
+    """`evaluate`, plus the classifier's predictions for `examples` (same order).
+
+    The predictions are what a reference profile is built from
+    (`profile_from_predictions`): whoever evaluates a model it may promote gets both from one
+    pass over the eval split. Must-pass predictions are not returned: they are rules, not a
+    sample of the domain's inputs.
+    """
     texts = [example.text for example in examples] + [case.text for case in must_pass]
     predictions = classifier.predict(texts) if texts else []
-    predicted = [prediction.label for prediction in predictions]
-    example_guesses, case_guesses = predicted[: len(examples)], predicted[len(examples) :]
+    example_predictions = predictions[: len(examples)]
+    case_guesses = [prediction.label for prediction in predictions[len(examples) :]]
     per_label, macro_f1, accuracy, confusion = classification_metrics(
-        [example.label for example in examples], example_guesses, classifier.labels
+        [example.label for example in examples],
+        [prediction.label for prediction in example_predictions],
+        classifier.labels,
     )
     outcomes = tuple(
         MustPassOutcome(
@@ -81,7 +99,7 @@ def evaluate(
         )
         for case, guess in zip(must_pass, case_guesses, strict=True)
     )
-    return ModelEvaluation(
+    evaluation = ModelEvaluation(
         model_version=classifier.model_version,
         macro_f1=macro_f1,
         accuracy=accuracy,
@@ -89,6 +107,7 @@ def evaluate(
         confusion=confusion,
         must_pass=outcomes,
     )
+    return evaluation, example_predictions
 
 
 def _ratio(numerator: float, denominator: float) -> float:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
 
-from adaptmesh_gate.evaluation import LoadedModels
+from adaptmesh_gate.evaluation import EvalSet, Evaluated, LoadedModels
 from adaptmesh_kit import ArtifactStore
-from adaptmesh_ml import Classifier, evaluate
-from adaptmesh_schemas.documents import DatasetExample, ModelEvaluation, MustPassRecord
+from adaptmesh_ml import Classifier, evaluate_with_predictions, profile_from_predictions
 from adaptmesh_schemas.values import ArtifactRef
 
 
@@ -19,12 +17,18 @@ class ClassifierEvaluator:
     def __init__(self, store: ArtifactStore) -> None:
         self.classifiers = LoadedModels(partial(Classifier.load, store))
 
-    def __call__(
-        self,
-        domain: str,
-        model: ArtifactRef,
-        examples: Sequence[DatasetExample],
-        must_pass: Sequence[MustPassRecord],
-        /,
-    ) -> ModelEvaluation:
-        return evaluate(self.classifiers.get(domain, model), examples, must_pass)
+    def __call__(self, model: ArtifactRef, on: EvalSet, /) -> Evaluated:
+        classifier = self.classifiers.get(on.domain, model)
+        evaluation, predictions = evaluate_with_predictions(classifier, on.examples, on.must_pass)
+        # Built for every contender (it costs no model call): only the gate knows, after the
+        # decision, whether this one is promoted.
+        profile = profile_from_predictions(
+            predictions,
+            on.examples,
+            domain=on.domain,
+            dataset_version=on.dataset_version,
+            model_version=classifier.model_version,
+            labels=classifier.labels,
+            drift=on.drift,
+        )
+        return Evaluated(evaluation, profile)

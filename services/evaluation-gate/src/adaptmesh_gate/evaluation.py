@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from adaptmesh_schemas.documents import (
@@ -17,27 +18,56 @@ from adaptmesh_schemas.documents import (
     DatasetSnapshot,
     ModelEvaluation,
     MustPassRecord,
+    ReferenceProfile,
 )
-from adaptmesh_schemas.values import ArtifactRef
+from adaptmesh_schemas.values import ArtifactRef, DriftPolicy
 
 ModelT = TypeVar("ModelT")
 
 
+@dataclass(frozen=True, slots=True)
+class EvalSet:
+    """What every contender of a round is judged on: one dataset version's eval split and
+    must-pass cases, plus what a reference profile built from the answers must record."""
+
+    domain: str
+    dataset_version: str
+    examples: tuple[DatasetExample, ...]
+    must_pass: tuple[MustPassRecord, ...]
+    drift: DriftPolicy
+
+    @classmethod
+    def of(cls, snapshot: DatasetSnapshot, dataset_version: str) -> EvalSet:
+        """The eval split and cases of `snapshot`, stored as `dataset_version`."""
+        return cls(
+            domain=snapshot.domain,
+            dataset_version=dataset_version,
+            examples=eval_split(snapshot),
+            must_pass=snapshot.must_pass,
+            drift=snapshot.recipe.drift,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """A model's evaluation and, when the evaluator can build one, its reference profile.
+
+    The profile comes from the same predictions as the evaluation (one pass over the eval
+    split); the gate stores it only for a candidate it promotes.
+    """
+
+    evaluation: ModelEvaluation
+    profile: ReferenceProfile | None = None
+
+
 class Evaluator(Protocol):
-    """Evaluates the model behind `model` (a manifest ref) on examples and cases.
+    """Evaluates the model behind `model` (a manifest ref) on `on`.
 
     Blocking and CPU-bound: the gate calls it in a worker thread. Raises
     `adaptmesh_kit.ArtifactIntegrityError` when the model's files fail verification.
     """
 
-    def __call__(
-        self,
-        domain: str,
-        model: ArtifactRef,
-        examples: Sequence[DatasetExample],
-        must_pass: Sequence[MustPassRecord],
-        /,
-    ) -> ModelEvaluation: ...
+    def __call__(self, model: ArtifactRef, on: EvalSet, /) -> Evaluated: ...
 
 
 def eval_split(snapshot: DatasetSnapshot) -> tuple[DatasetExample, ...]:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from adaptmesh_gate.champions import Champions
 from adaptmesh_gate.datasets import DatasetRegistry
-from adaptmesh_gate.evaluation import Evaluator, eval_split
+from adaptmesh_gate.evaluation import EvalSet, Evaluator
 from adaptmesh_gate.policy import Contender, decide
 from adaptmesh_gate.settings import GateSettings
 from adaptmesh_gate.verdicts import decision_event, gate_report, model_ready
@@ -80,7 +80,7 @@ class Gate:
             log.info("%s already serves %s; nothing to judge", event.model_version, event.domain)
             return
 
-        examples, must_pass = eval_split(snapshot), snapshot.must_pass
+        judged_on = EvalSet.of(snapshot, event.lineage.dataset_version)
         started = time.perf_counter()
         # The champion goes first: the evaluator keeps the most recently used models loaded,
         # and this order makes the champion survive whichever way the candidate fares.
@@ -88,16 +88,13 @@ class Gate:
         # then dead-lettered) instead of approving without a comparison.
         defender: Contender | None = None
         if champion is not None:
-            champion_evaluation = await asyncio.to_thread(
-                self._evaluate, event.domain, champion.artifact, examples, must_pass
-            )
-            defender = Contender(champion_evaluation, champion.labels)
+            defended = await asyncio.to_thread(self._evaluate, champion.artifact, judged_on)
+            defender = Contender(defended.evaluation, champion.labels)
         try:
-            candidate = await asyncio.to_thread(
-                self._evaluate, event.domain, event.artifact, examples, must_pass
-            )
+            judged = await asyncio.to_thread(self._evaluate, event.artifact, judged_on)
         except ArtifactIntegrityError as error:
             raise RejectedEvent(f"candidate {event.model_version}: {error}") from None
+        candidate = judged.evaluation
         if candidate.model_version != event.model_version:
             raise RejectedEvent(
                 f"the artifact {event.artifact.uri} holds model {candidate.model_version}, "
@@ -115,19 +112,24 @@ class Gate:
             reasons=reasons,
         )
         report_ref = await asyncio.to_thread(self._app.artifacts.put_document, report)
+        # Written before anything is published: a failed write fails the handler (retried)
+        # before any event went out, and no model.ready ever names a missing profile.
+        profile_ref: ArtifactRef | None = None
+        if approved and judged.profile is not None:
+            profile_ref = await asyncio.to_thread(self._app.artifacts.put_document, judged.profile)
         await context.publish(decision_event(report, report_ref))
         log.info(
             "%s %s for %s (%d eval examples, %d cases, %.1fs evaluating): %s",
             "approved" if approved else "rejected",
             event.model_version,
             event.domain,
-            len(examples),
-            len(must_pass),
+            len(judged_on.examples),
+            len(judged_on.must_pass),
             evaluation_seconds,
             "; ".join(reasons),
         )
         if approved:
-            ready = model_ready(event, report_ref)
+            ready = model_ready(event, report_ref, profile_ref)
             await context.publish(ready)
             self._champions.crown(ready)
 

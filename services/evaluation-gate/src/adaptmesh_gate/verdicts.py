@@ -44,8 +44,13 @@ def decision_event(report: GateReport, report_ref: ArtifactRef) -> GateApproved 
     )
 
 
-def model_ready(trained: ModelTrained, report_ref: ArtifactRef) -> ModelReady:
-    """The promotion of an approved candidate: it serves its domain from now on."""
+def model_ready(
+    trained: ModelTrained, report_ref: ArtifactRef, profile_ref: ArtifactRef | None = None
+) -> ModelReady:
+    """The promotion of an approved candidate: it serves its domain from now on.
+
+    `profile_ref` is its stored reference profile (what drift-sensing watches it against).
+    """
     return ModelReady(
         domain=trained.domain,
         model_version=trained.model_version,
@@ -53,4 +58,5 @@ def model_ready(trained: ModelTrained, report_ref: ArtifactRef) -> ModelReady:
         labels=trained.labels,
         lineage=trained.lineage,
         gate_report=report_ref,
+        reference_profile=profile_ref,
     )
