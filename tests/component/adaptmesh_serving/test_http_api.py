@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from adaptmesh_schemas.events import InferenceLogged
+from adaptmesh_schemas.events.inference import MAX_LOGGED_TEXT_CHARS
 from adaptmesh_serving.api import ServingRuntime, create_api
 from adaptmesh_serving.predictions import PredictionService
 from adaptmesh_serving.registry import ModelOrigin, ModelRegistry
@@ -30,7 +31,9 @@ PREDICT = f"/v1/domains/{DOMAIN}/predict"
 class Serving:
     """The API wired to a registry, a list of published logs and an in-memory span exporter."""
 
-    def __init__(self, *, sample_rate: float = 1.0) -> None:
+    def __init__(
+        self, *, sample_rate: float = 1.0, log_texts: bool = True, max_text_chars: int = 40
+    ) -> None:
         self.spans = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(self.spans))
@@ -44,6 +47,7 @@ class Serving:
             tracer=self.tracer,
             publish=self._publish,
             sample_rate=sample_rate,
+            log_texts=log_texts,
             sampler=random.Random(7),
         )
         runtime = ServingRuntime(
@@ -52,7 +56,7 @@ class Serving:
             is_ready=lambda: self.ready,
             is_healthy=self._is_healthy,
             max_batch=3,
-            max_text_chars=40,
+            max_text_chars=max_text_chars,
         )
         self.api = create_api(runtime)
 
@@ -114,8 +118,36 @@ async def test_a_prediction_names_its_model_and_is_logged(
         model_version="v1",
         label="grain",
         confidence=0.9,
+        margin=0.8,  # 0.9 - 0.1
         embedding_sketch=(0.25, -0.5),
+        text="wheat exports fell",
     )
+
+
+async def test_a_logged_text_is_cut_to_what_the_inference_topic_takes() -> None:
+    service = Serving(max_text_chars=MAX_LOGGED_TEXT_CHARS + 100)
+    service.install(FakeClassifier("v1"), offset=0)
+    text = "wheat " + "x" * (MAX_LOGGED_TEXT_CHARS + 50)
+    transport = httpx.ASGITransport(app=service.api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://serving") as client:
+        response = await client.post(PREDICT, json={"text": text})
+    assert response.status_code == 200, response.text
+    await service.predictions.drain()
+    [(logged, _, _)] = service.published
+    assert logged.text == text[:MAX_LOGGED_TEXT_CHARS]
+
+
+async def test_texts_stay_out_of_the_logs_when_serving_must_not_copy_them() -> None:
+    service = Serving(log_texts=False)
+    service.install(FakeClassifier("v1"), offset=0)
+    transport = httpx.ASGITransport(app=service.api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://serving") as client:
+        response = await client.post(PREDICT, json={"texts": ["wheat crop", "oil price"]})
+    assert response.status_code == 200, response.text
+    await service.predictions.drain()
+    assert [logged.text for logged, _, _ in service.published] == [None, None]
+    # The rest of the record is what drift-sensing needs, text or not.
+    assert [logged.margin for logged, _, _ in service.published] == [0.8, 0.8]
 
 
 async def test_a_batch_is_answered_in_order_in_one_model_call(

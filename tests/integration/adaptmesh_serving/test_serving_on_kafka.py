@@ -145,6 +145,9 @@ async def test_serving_loads_swaps_refuses_and_reloads_after_restart(
             assert (event.model_version, event.label) == ("v1", answer["label"])
             assert event.confidence == pytest.approx(answer["confidence"])
             assert len(event.embedding_sketch) > 0
+            assert event.text == "wheat harvest grew"
+            top, runner_up = sorted(answer["probabilities"].values(), reverse=True)
+            assert event.margin == pytest.approx(top - runner_up, abs=1e-6)
             assert logged.key == DOMAIN.encode()
             assert trace_of(logged.headers) == v1_trace
             headers = dict(logged.headers)

@@ -22,6 +22,11 @@ class FakePrediction:
     probabilities: dict[str, float]
     embedding_sketch: tuple[float, ...]
 
+    @property
+    def margin(self) -> float:
+        top, runner_up = sorted(self.probabilities.values(), reverse=True)[:2]
+        return top - runner_up
+
 
 class FakeClassifier:
     """Says `grain` when the text mentions wheat, else `crude`; counts its calls.

@@ -14,14 +14,17 @@ def test_defaults() -> None:
     assert settings.serving_inference_sample_rate == 1.0
     assert settings.serving_max_batch == 64
     assert settings.serving_max_text_chars == 20_000
+    assert settings.serving_log_texts is True
 
 
 def test_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MESH_SERVING_PORT", "9000")
     monkeypatch.setenv("MESH_SERVING_INFERENCE_SAMPLE_RATE", "0.1")
+    monkeypatch.setenv("MESH_SERVING_LOG_TEXTS", "false")
     settings = ServingSettings()
     assert settings.serving_port == 9000
     assert settings.serving_inference_sample_rate == 0.1
+    assert settings.serving_log_texts is False
 
 
 def test_a_typo_in_a_serving_variable_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,13 +28,15 @@ from adaptmesh_schemas import (
     EVENT_TYPES,
     FLEET_DOMAIN,
     DecodeError,
+    Envelope,
+    MeshEvent,
     Stream,
     decode_event,
     read_envelope,
     topic_name,
 )
-from adaptmesh_schemas.events import BaseModelReleased
-from adaptmesh_schemas.values import BaseModelSpec
+from adaptmesh_schemas.events import BaseModelReleased, DriftDetected
+from adaptmesh_schemas.values import BaseModelSpec, DriftEvidence
 from adaptmesh_schemas.versioning import CE_TYPE_PREFIX
 
 
@@ -95,13 +97,40 @@ async def watch(stream: Stream, settings: MeshSettings, *, from_beginning: bool)
             except DecodeError as error:
                 print(f"[{record.partition}@{record.offset}] undecodable: {error}", flush=True)
                 continue
-            print(
-                f"[{record.partition}@{record.offset}] {envelope.type} {envelope.subject} "
-                f"{event.model_dump_json()}",
-                flush=True,
-            )
+            print(describe_record(record.partition, record.offset, envelope, event), flush=True)
     finally:
         await consumer.stop()
+
+
+def describe_record(partition: int, offset: int, envelope: Envelope, event: MeshEvent) -> str:
+    """What `watch` prints for one record.
+
+    A drift alarm is read by people deciding what to do, so it gets a summary line and one
+    indented line per detector; every other event is one JSON line, for grep and jq.
+    """
+    where = f"[{partition}@{offset}] {envelope.type}"
+    if not isinstance(event, DriftDetected):
+        return f"{where} {envelope.subject} {event.model_dump_json()}"
+    action = f"{event.action}: {event.action_detail}" if event.action_detail else event.action
+    lines = [
+        f"{where} {event.domain} model {event.model_version} (dataset "
+        f"{event.dataset_version}): {event.detector} fired -> {action}",
+        *(f"    {_describe_evidence(evidence)}" for evidence in event.evidence),
+    ]
+    if event.to_label is not None:
+        lines.append(f"    to label: {event.to_label.uri}")
+    return "\n".join(lines)
+
+
+def _describe_evidence(evidence: DriftEvidence) -> str:
+    drifted = {True: "yes", False: "no", None: "n/a"}[evidence.drifted]
+    ert = "n/a" if evidence.ert is None else f"{evidence.ert:g}"
+    p_value = "" if evidence.p_value is None else f" (p {evidence.p_value:.3g})"
+    detail = f" - {evidence.detail}" if evidence.detail else ""
+    return (
+        f"{evidence.detector}: {evidence.statistic:.4g} vs threshold {evidence.threshold:.4g}"
+        f"{p_value}, drifted {drifted}, ERT {ert}, window {evidence.window_size}{detail}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (one return per command)

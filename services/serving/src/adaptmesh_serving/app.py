@@ -97,6 +97,7 @@ def build_app(
         publish=publish_inference,
         sample_rate=settings.serving_inference_sample_rate,
         batch_size=settings.serving_max_batch,
+        log_texts=settings.serving_log_texts,
     )
     models_topic = mesh.topic(Stream.MODELS_READY)
 

@@ -25,6 +25,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Tracer
 
 from adaptmesh_schemas.events import InferenceLogged
+from adaptmesh_schemas.events.inference import MAX_LOGGED_TEXT_CHARS
 from adaptmesh_serving.registry import ModelOrigin, ModelRegistry, PredictionLike, ServedModel
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class PredictionService:
         publish: InferencePublisher,
         sample_rate: float,
         batch_size: int = 64,
+        log_texts: bool = True,
         sampler: random.Random | None = None,
     ) -> None:
         self._registry = registry
@@ -72,6 +74,7 @@ class PredictionService:
         self._publish = publish
         self._sample_rate = sample_rate
         self._batch_size = batch_size
+        self._log_texts = log_texts
         # Sampling is statistical, not a secret: a plain PRNG is right.
         self._sampler = sampler or random.Random()
         self._pending: set[asyncio.Task[None]] = set()
@@ -107,10 +110,14 @@ class PredictionService:
             answers = [self._answer(served, prediction) for prediction in predictions]
             # Inside the span: each task copies the current context, so the publish span
             # (and the record's traceparent) belongs to this trace.
-            for answer, prediction in zip(answers, predictions, strict=True):
+            for text, answer, prediction in zip(texts, answers, predictions, strict=True):
                 if self._sampled():
                     self._log_inference(
-                        served, answer, prediction, served.origin if first_of is not None else None
+                        served,
+                        text,
+                        answer,
+                        prediction,
+                        served.origin if first_of is not None else None,
                     )
         return answers
 
@@ -141,17 +148,19 @@ class PredictionService:
     def _log_inference(
         self,
         served: ServedModel,
+        text: str,
         answer: ServedPrediction,
         prediction: PredictionLike,
         origin: ModelOrigin | None,
     ) -> None:
-        task = asyncio.create_task(self._publish_logged(served, answer, prediction, origin))
+        task = asyncio.create_task(self._publish_logged(served, text, answer, prediction, origin))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
     async def _publish_logged(
         self,
         served: ServedModel,
+        text: str,
         answer: ServedPrediction,
         prediction: PredictionLike,
         origin: ModelOrigin | None,
@@ -162,8 +171,11 @@ class PredictionService:
                 prediction_id=answer.prediction_id,
                 model_version=answer.model_version,
                 label=answer.label,
+                # Clamped: float rounding must not turn a valid answer into an invalid log.
                 confidence=min(1.0, max(0.0, answer.confidence)),
+                margin=min(1.0, max(0.0, prediction.margin)),
                 embedding_sketch=tuple(prediction.embedding_sketch),
+                text=text[:MAX_LOGGED_TEXT_CHARS] if self._log_texts else None,
             )
             await self._publish(event, origin)
         except Exception:

@@ -38,6 +38,13 @@ class PredictionLike(Protocol):
     @property
     def confidence(self) -> float: ...
     @property
+    def margin(self) -> float:
+        """Top probability minus the runner-up's. Taken from the model library rather than
+        recomputed here: drift-sensing compares it with the margins of the model's reference
+        profile, which the library computed the same way."""
+        ...
+
+    @property
     def probabilities(self) -> Mapping[str, float]: ...
     @property
     def embedding_sketch(self) -> Sequence[float]: ...

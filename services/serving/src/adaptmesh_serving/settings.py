@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from adaptmesh_kit import MeshSettings
+from adaptmesh_schemas.events.inference import MAX_LOGGED_TEXT_CHARS
 
 
 class ServingSettings(MeshSettings):
@@ -29,4 +30,10 @@ class ServingSettings(MeshSettings):
     )
     serving_max_text_chars: int = Field(
         default=20_000, ge=1, description="Longest text accepted, in characters."
+    )
+    serving_log_texts: bool = Field(
+        default=True,
+        description="Whether inference.logged carries the input text (its first "
+        f"{MAX_LOGGED_TEXT_CHARS:,} characters), which drift-sensing offers for labelling; "
+        "false for domains whose inputs must not be copied into the inference topic.",
     )
