@@ -17,7 +17,7 @@ from cloudevents.core.bindings import kafka as ce_kafka
 
 from adaptmesh_kit import EventContext, MeshApp, create_app
 from adaptmesh_schemas import Envelope, Stream, topic_name
-from adaptmesh_schemas.events import DataBatchSubmitted, DeadLetterRecorded
+from adaptmesh_schemas.events import DataBatchSubmitted, DeadLetterRecorded, FeedbackSubmitted
 from adaptmesh_schemas.values import ArtifactRef, LabelledExample
 from tests.meshtest import body_json, eventually, mesh_settings, read_records, record_of
 
@@ -305,3 +305,44 @@ async def test_offsets_are_committed_after_handling(
         await eventually(lambda: len(again.events) >= 1, 60)
         await asyncio.sleep(0.5)
     assert [e.batch_id for e in again.events] == ["b5"]
+
+
+async def test_offsets_of_every_group_subscription_are_committed(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    # A long commit interval leaves all committing to the stop, when both streams have
+    # handled offsets pending (each stream has its own consumer in the group).
+    settings = mesh_settings(kafka_bootstrap, unique_name, tmp_path, commit_interval_ms=60_000)
+
+    def feedback(prediction_id: str) -> FeedbackSubmitted:
+        return FeedbackSubmitted(
+            domain="fin-news", prediction_id=prediction_id, text="oil", true_label="crude"
+        )
+
+    def service(handled: list[str]) -> MeshApp:
+        app = create_app(settings, "probe-two-streams")
+
+        @app.handles(Stream.CHANGES, DataBatchSubmitted)
+        async def on_batch(event: DataBatchSubmitted, context: EventContext) -> None:
+            handled.append(event.batch_id)
+
+        @app.handles(Stream.FEEDBACK, FeedbackSubmitted)
+        async def on_feedback(event: FeedbackSubmitted, context: EventContext) -> None:
+            handled.append(event.prediction_id)
+
+        return app
+
+    first: list[str] = []
+    async with service(first) as app:
+        await app.publish(batch("fin-news", "change-1"))
+        await app.publish(feedback("feedback-1"))
+        await eventually(lambda: len(first) == 2, 60)
+    # Without a state dir the restarted instance has no memory of handled ids: only the
+    # committed offsets keep it from handling the first two again.
+    again: list[str] = []
+    async with service(again) as app:
+        await app.publish(batch("fin-news", "change-2"))
+        await app.publish(feedback("feedback-2"))
+        await eventually(lambda: {"change-2", "feedback-2"} <= set(again), 60)
+        await asyncio.sleep(0.5)
+    assert sorted(again) == ["change-2", "feedback-2"]

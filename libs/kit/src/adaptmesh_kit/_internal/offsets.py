@@ -21,17 +21,18 @@ log = logging.getLogger(__name__)
 
 
 class HandledOffsets:
+    """Handled offsets waiting to be committed, per consumer: each group subscription of a
+    service has its own consumer, and a consumer can commit only partitions assigned to it."""
+
     def __init__(self, interval_seconds: float) -> None:
         self._interval = interval_seconds
-        self._pending: dict[TopicPartition, int] = {}
-        self._consumer: AIOKafkaConsumer | None = None
+        self._pending: dict[AIOKafkaConsumer, dict[TopicPartition, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     def handled(self, consumer: AIOKafkaConsumer, topic: str, partition: int, offset: int) -> None:
         """Record that `offset` is done; the next commit moves the group past it."""
-        self._consumer = consumer
-        self._pending[TopicPartition(topic, partition)] = offset + 1
+        self._pending.setdefault(consumer, {})[TopicPartition(topic, partition)] = offset + 1
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._commit_later())
 
@@ -41,27 +42,35 @@ class HandledOffsets:
 
     async def commit(self, only: set[TopicPartition] | None = None) -> None:
         async with self._lock:
-            consumer = self._consumer
-            if consumer is None or not self._pending:
-                return
-            assigned = consumer.assignment()
-            offsets = {
-                tp: offset
-                for tp, offset in self._pending.items()
-                if tp in assigned and (only is None or tp in only)
-            }
-            for tp in offsets:
-                del self._pending[tp]
-            # Offsets for partitions no longer ours are dropped: the new owner re-reads them.
-            for tp in [tp for tp in self._pending if tp not in assigned]:
-                del self._pending[tp]
-            if not offsets:
-                return
-            try:
-                await consumer.commit(offsets)
-            except KafkaError as error:
-                # Not fatal: the records are redelivered and deduplicated.
-                log.warning("offset commit failed (%s); records will be redelivered", error)
+            for consumer, pending in list(self._pending.items()):
+                await self._commit(consumer, pending, only)
+                if not pending:
+                    del self._pending[consumer]
+
+    @staticmethod
+    async def _commit(
+        consumer: AIOKafkaConsumer,
+        pending: dict[TopicPartition, int],
+        only: set[TopicPartition] | None,
+    ) -> None:
+        assigned = consumer.assignment()
+        offsets = {
+            tp: offset
+            for tp, offset in pending.items()
+            if tp in assigned and (only is None or tp in only)
+        }
+        for tp in offsets:
+            del pending[tp]
+        # Offsets for partitions no longer ours are dropped: the new owner re-reads them.
+        for tp in [tp for tp in pending if tp not in assigned]:
+            del pending[tp]
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as error:
+            # Not fatal: the records are redelivered and deduplicated.
+            log.warning("offset commit failed (%s); records will be redelivered", error)
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():
