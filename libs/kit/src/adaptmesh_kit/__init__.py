@@ -1,7 +1,7 @@
 """adaptmesh runtime kit: what every service is built from."""
 
 from adaptmesh_kit._internal.provisioning import provision_topics
-from adaptmesh_kit.app import EventContext, MeshApp, RejectedEvent, create_app
+from adaptmesh_kit.app import Delivery, EventContext, MeshApp, RejectedEvent, create_app
 from adaptmesh_kit.artifacts import (
     ArtifactError,
     ArtifactIntegrityError,
@@ -16,6 +16,7 @@ __all__ = [
     "ArtifactIntegrityError",
     "ArtifactPathError",
     "ArtifactStore",
+    "Delivery",
     "EventContext",
     "MeshApp",
     "MeshSettings",

@@ -1,8 +1,10 @@
 """`create_app`: the one wiring every service uses.
 
-It builds a FastStream `KafkaBroker` with OpenTelemetry and gives services two verbs:
-`@app.handles(stream, EventType, ...)` for typed handlers and `app.publish(event)`. Around each
-handler it does what every consumer in the mesh must do, so no service repeats it:
+It builds a FastStream `KafkaBroker` with OpenTelemetry and gives services three verbs:
+`@app.handles(stream, EventType, ...)` for typed handlers of single records,
+`@app.handles_batch(stream, EventType, ...)` for handlers of fetched batches, and
+`app.publish(event)`. Around each handler it does what every consumer in the mesh must do, so no
+service repeats it:
 
 * records too large, with a bad envelope, an unknown type or an invalid body go to
   `mesh.deadletter.v1` with the reason, original bytes and headers and where they came from,
@@ -11,79 +13,75 @@ handler it does what every consumer in the mesh must do, so no service repeats i
 * a handler that keeps failing is retried, then dead-lettered;
 * offsets are committed only after the handler (and so every publish it awaited) finished;
 * events published from a handler carry its correlation id and name it as their cause.
+
+The consuming itself lives in `_internal/`: `records.py` and `batches.py` (the two ways a
+subscription hands records to handlers), `subscriptions.py` (which subscriptions a stream may
+have), `discipline.py` (what they all do alike) and `tracing.py` (their spans).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import uvicorn
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
-from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.middlewares import AckPolicy
 from opentelemetry.sdk.trace import TracerProvider
 
+from adaptmesh_kit._internal.batches import BatchConsumer
 from adaptmesh_kit._internal.deadletter import dead_letter_for
+from adaptmesh_kit._internal.discipline import Defect, Discipline
 from adaptmesh_kit._internal.idempotency import ProcessedLog
 from adaptmesh_kit._internal.offsets import CommitOnRevoke, HandledOffsets
-from adaptmesh_kit._internal.positions import ReadPositions
+from adaptmesh_kit._internal.parsing import (
+    header,
+    raw_decoder,
+    tolerant_batch_parser,
+    tolerant_parser,
+)
 from adaptmesh_kit._internal.provisioning import provision_topics
+from adaptmesh_kit._internal.records import RecordConsumer
+from adaptmesh_kit._internal.subscriptions import (
+    BatchSubscription,
+    RecordSubscription,
+    Subscriptions,
+)
+from adaptmesh_kit._internal.tracing import BatchSpans, telemetry_middleware
 from adaptmesh_kit.artifacts import ArtifactStore
+from adaptmesh_kit.handling import (
+    BatchHandler,
+    Delivery,
+    EventContext,
+    EventT,
+    Handler,
+    RejectedEvent,
+)
 from adaptmesh_kit.settings import MeshSettings
 from adaptmesh_kit.telemetry import tracer_provider_from_env
 from adaptmesh_kit.topic_ends import log_bounds
-from adaptmesh_schemas.envelope import (
-    DecodeError,
-    Envelope,
-    decode_event,
-    encode_event,
-    read_envelope,
-)
+from adaptmesh_schemas.envelope import Envelope, encode_event
 from adaptmesh_schemas.topics import Stream, topic_name
-from adaptmesh_schemas.versioning import EVENT_TYPES, MeshEvent
+from adaptmesh_schemas.versioning import MeshEvent
+
+__all__ = [
+    "BatchHandler",
+    "Delivery",
+    "EventContext",
+    "Handler",
+    "MeshApp",
+    "RejectedEvent",
+    "create_app",
+]
 
 log = logging.getLogger(__name__)
 
-EventT = TypeVar("EventT", bound=MeshEvent)
-Handler = Callable[[Any, "EventContext"], Awaitable[None]]
-HANDLER_RETRY_DELAY_SECONDS = 0.2
-
-
-class RejectedEvent(Exception):  # noqa: N818  (it names the outcome, not a failure of ours)
-    """Raised by a handler for an event that is valid in form but unacceptable in content
-    (e.g. a label the taxonomy does not have). It is dead-lettered at once with this reason,
-    not retried: retrying cannot make it acceptable."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EventContext:
-    """What a handler knows about the record it handles, and how it publishes consequences."""
-
-    envelope: Envelope
-    topic: str
-    partition: int
-    offset: int
-    app: MeshApp
-
-    async def publish(self, event: MeshEvent, *, event_id: str | None = None) -> Envelope:
-        """Publish `event` as a consequence of the event being handled.
-
-        `event_id` fixes its `ce_id` (default: a fresh uuid): derive it from the handled
-        event's id and a redelivery republishes the same ids, which consumers drop as seen."""
-        return await self.app.publish(
-            event,
-            correlation_id=self.envelope.correlationid,
-            causation_id=self.envelope.id,
-            event_id=event_id,
-        )
+BatchHandlerT = TypeVar("BatchHandlerT", bound=BatchHandler)
 
 
 class MeshApp:
@@ -108,7 +106,9 @@ class MeshApp:
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=f"adaptmesh-{service}",
-            middlewares=(KafkaTelemetryMiddleware(tracer_provider=tracer_provider),),
+            # FastStream's Kafka telemetry for publishes and single records; batches get their
+            # span from the kit (see _internal/tracing.py).
+            middlewares=(telemetry_middleware(tracer_provider),),
             # `provision_topics` creates topics with their configs before the broker starts, so
             # FastStream's own creation (partitions only) finds them there; with provisioning
             # off the topics are someone else's to create.
@@ -125,9 +125,18 @@ class MeshApp:
         state = settings.state_dir
         self._processed = ProcessedLog(state / f"{service}.processed.sqlite3" if state else None)
         self._offsets = HandledOffsets(settings.commit_interval_ms / 1000)
-        self._handlers: dict[Stream, dict[str, Handler]] = {}
-        self._broadcast: dict[Stream, bool] = {}
-        self._positions: dict[Stream, ReadPositions] = {}
+        self._subscriptions = Subscriptions()
+        self._discipline = Discipline(
+            settings=settings,
+            consumer_group=self.consumer_group,
+            subscriptions=self._subscriptions,
+            processed=self._processed,
+            offsets=self._offsets,
+            topic_of=self.topic,
+            dead_letter=self._dead_letter,
+            context_for=self._context_for,
+        )
+        self._batch_spans = BatchSpans(tracer_provider, self.consumer_group)
         self._activities: list[
             tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]
         ] = []
@@ -145,7 +154,7 @@ class MeshApp:
         [Callable[[EventT, EventContext], Awaitable[None]]],
         Callable[[EventT, EventContext], Awaitable[None]],
     ]:
-        """Register a handler for `event_types` arriving on `stream`.
+        """Register a handler for `event_types` arriving on `stream`, one record at a time.
 
         Other known event types on the stream are skipped (they are for other consumers);
         unknown ones are dead-lettered. By default the instances of a service share the
@@ -153,35 +162,97 @@ class MeshApp:
         the whole stream from its beginning at each start, without a group, commits or dedupe
         (serving replicas must each know every domain's production model), so such handlers
         must be idempotent; `caught_up(stream)` waits until such a read has reached the end.
+
+        A stream may have both: group handlers (these, or one `handles_batch` handler) and
+        broadcast handlers, each kind with its own subscriber, handlers and types (the same
+        type may be in both). Then a bad record (too large, bad envelope, unknown type,
+        invalid body — also of a type only the broadcast handlers take) is dead-lettered once,
+        by the group subscription; the broadcast one logs it at DEBUG and moves on, as it
+        would otherwise be dead-lettered again by every instance. A handler that rejects a
+        record or keeps failing on it dead-letters it in either kind. A broadcast-only stream
+        dead-letters its bad records itself.
         """
+        self._check_types(stream, event_types)
+
+        def register(
+            handler: Callable[[EventT, EventContext], Awaitable[None]],
+        ) -> Callable[[EventT, EventContext], Awaitable[None]]:
+            created = self._subscriptions.add_record_handler(
+                stream, [t.ce_type() for t in event_types], handler, broadcast=broadcast
+            )
+            if created is not None:
+                self._subscribe_records(stream, created, broadcast=broadcast)
+            return handler
+
+        return register
+
+    def handles_batch(
+        self,
+        stream: Stream,
+        *event_types: type[MeshEvent],
+        max_records: int = 500,
+        max_wait_ms: int = 100,
+    ) -> Callable[[BatchHandlerT], BatchHandlerT]:
+        """Register one handler for the batches of `event_types` the consumer group fetches
+        from `stream`: up to `max_records` at a time, waiting up to `max_wait_ms` when none
+        are there (a batch is what has arrived, never held back to fill up).
+
+        Each record of a batch is checked as `handles` checks one, and each bad record is
+        dead-lettered on its own; the handler gets the valid records not handled before, as
+        `Delivery`s (event and context) in log order, in one call. It may return some of them
+        with a reason, `[(delivery, reason), ...]`: those are dead-lettered as `rejected`, the
+        rest count as handled. Raising `RejectedEvent` rejects the whole batch; any other
+        exception retries the whole batch (`handler_attempts` times), then dead-letters every
+        record of it as `handler-error`. So a handler's effects must be safe to repeat for
+        the records of a retried batch. Once the handler has finished, every record of the
+        batch counts as handled (its offset can be committed, its id is remembered).
+
+        Each batch gets one span, `<topic> process`, linked to the trace of every record
+        (OpenTelemetry's batch processing; the kit's own tracer provider allows 1000 links a
+        span unless `OTEL_SPAN_LINK_COUNT_LIMIT` says otherwise); the handler runs inside
+        it, so what it publishes is part of that trace.
+
+        A stream has one group subscription: a batch handler cannot share it with `handles`
+        handlers of the group, nor with a second batch handler (take all the types in one).
+        It can have broadcast handlers beside it (see `handles`).
+        """
+        self._check_types(stream, event_types)
+        if not event_types:
+            raise ValueError("handles_batch needs at least one event type")
+        if max_records < 1:
+            raise ValueError(f"max_records must be at least 1, not {max_records}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must not be negative, not {max_wait_ms}")
+
+        def register(handler: BatchHandlerT) -> BatchHandlerT:
+            subscription = BatchSubscription(
+                handler=handler,
+                event_types=frozenset(t.ce_type() for t in event_types),
+                max_records=max_records,
+                max_wait_ms=max_wait_ms,
+            )
+            self._subscriptions.add_batch_handler(stream, subscription)
+            self._subscribe_batches(stream, subscription)
+            return handler
+
+        return register
+
+    @staticmethod
+    def _check_types(stream: Stream, event_types: tuple[type[MeshEvent], ...]) -> None:
         for event_type in event_types:
             if event_type.stream is not stream:
                 raise ValueError(
                     f"{event_type.__name__} travels on {event_type.stream}, not {stream}"
                 )
 
-        def register(
-            handler: Callable[[EventT, EventContext], Awaitable[None]],
-        ) -> Callable[[EventT, EventContext], Awaitable[None]]:
-            if stream not in self._handlers:
-                self._handlers[stream] = {}
-                self._broadcast[stream] = broadcast
-                if broadcast:
-                    self._positions[stream] = ReadPositions()
-                self._subscribe(stream)
-            elif self._broadcast[stream] != broadcast:
-                raise ValueError(f"{stream} is subscribed both broadcast and as a group")
-            for event_type in event_types:
-                self._handlers[stream][event_type.ce_type()] = handler
-            return handler
+    def _subscribe_records(
+        self, stream: Stream, subscription: RecordSubscription, *, broadcast: bool
+    ) -> None:
+        consumer = RecordConsumer(self._discipline, stream, subscription, broadcast=broadcast)
 
-        return register
-
-    def _subscribe(self, stream: Stream) -> None:
         async def consume(message: KafkaMessage) -> None:
-            await self._consume(stream, message.raw_message, message.consumer)
+            await consumer.consume(message.raw_message, message.consumer)
 
-        broadcast = self._broadcast[stream]
         self.broker.subscriber(
             self.topic(stream),
             group_id=None if broadcast else self.consumer_group,
@@ -189,22 +260,35 @@ class MeshApp:
             max_poll_interval_ms=self.settings.max_poll_interval_ms,
             ack_policy=AckPolicy.MANUAL,
             listener=None if broadcast else CommitOnRevoke(self._offsets),
-            parser=_tolerant_parser,
-            decoder=_raw_decoder,
+            parser=tolerant_parser,
+            decoder=raw_decoder,
+            # Titles name subscribers apart: a stream may have a group and a broadcast one.
+            title=f"{self.service}:{stream.value}" + (":broadcast" if broadcast else ""),
+        )(consume)
+
+    def _subscribe_batches(self, stream: Stream, subscription: BatchSubscription) -> None:
+        consumer = BatchConsumer(self._discipline, stream, subscription, self._batch_spans)
+
+        async def consume(message: KafkaMessage) -> None:
+            await consumer.consume(message.raw_message, message.consumer)
+
+        self.broker.subscriber(
+            self.topic(stream),
+            batch=True,
+            max_records=subscription.max_records,
+            batch_timeout_ms=subscription.max_wait_ms,
+            group_id=self.consumer_group,
+            auto_offset_reset=self.settings.auto_offset_reset,
+            max_poll_interval_ms=self.settings.max_poll_interval_ms,
+            ack_policy=AckPolicy.MANUAL,
+            listener=CommitOnRevoke(self._offsets),
+            parser=tolerant_batch_parser,
+            decoder=raw_decoder,
             title=f"{self.service}:{stream.value}",
         )(consume)
 
-    async def _consume(
-        self, stream: Stream, record: ConsumerRecord[Any, Any], consumer: Any
-    ) -> None:
-        outcome = await self._handle_record(stream, record)
-        if outcome is not None:
-            code, reason = outcome
-            await self._dead_letter(record, code, reason)
-        if stream in self._positions:
-            await self._positions[stream].advance(record.partition, record.offset)
-        elif isinstance(consumer, AIOKafkaConsumer):
-            self._offsets.handled(consumer, record.topic, record.partition, record.offset)
+    def _context_for(self, envelope: Envelope, record: ConsumerRecord[Any, Any]) -> EventContext:
+        return EventContext(envelope, record.topic, record.partition, record.offset, self)
 
     async def caught_up(self, stream: Stream, *, within_seconds: float) -> None:
         """Wait until the broadcast subscription to `stream` has consumed every record the
@@ -212,7 +296,7 @@ class MeshApp:
 
         Raises `TimeoutError` after `within_seconds`, saying how far behind it still is.
         """
-        positions = self._positions.get(stream)
+        positions = self._subscriptions.of(stream).positions
         if positions is None:
             raise ValueError(f"{stream} has no broadcast subscription in {self.service}")
         topic = self.topic(stream)
@@ -226,72 +310,13 @@ class MeshApp:
                 f"(unread records per partition: {positions.behind(bounds)})"
             ) from None
 
-    async def _handle_record(  # noqa: PLR0911  (one return per way a record can end)
-        self, stream: Stream, record: ConsumerRecord[Any, Any]
-    ) -> tuple[str, str] | None:
-        """Handle one record; returns (reason code, reason) when it must be dead-lettered."""
-        value: bytes | None = record.value
-        size = len(value) if value else 0
-        if size > self.settings.max_event_bytes:
-            return "too-large", (
-                f"body of {size:,} bytes exceeds the {self.settings.max_event_bytes:,}-byte limit "
-                "(MESH_MAX_EVENT_BYTES); put large payloads in the artifact store and send "
-                "a reference"
-            )
-        try:
-            envelope = read_envelope(record.headers)
-        except DecodeError as error:
-            return error.code, str(error)
-        event_type = EVENT_TYPES.get(envelope.type)
-        if event_type is None:
-            return "unknown-type", f"unknown ce_type {envelope.type!r}"
-        if event_type.stream is not stream:
-            return "wrong-topic", f"{envelope.type} belongs on {self.topic(event_type.stream)}"
-        handler = self._handlers[stream].get(envelope.type)
-        if handler is None:
-            return None  # a known event meant for other consumers of this topic
-        broadcast = self._broadcast[stream]
-        if not broadcast and self._processed.seen(self.consumer_group, envelope.id):
-            log.info("skipping %s %s: already handled", envelope.type, envelope.id)
-            return None
-        try:
-            event = decode_event(envelope, value)
-        except DecodeError as error:
-            return error.code, str(error)
-        context = EventContext(envelope, record.topic, record.partition, record.offset, self)
-        outcome = await self._run_handler(handler, event, context)
-        if not broadcast:  # handled, rejected or failed for good: a redelivery changes nothing
-            self._processed.remember(self.consumer_group, envelope.id)
-        return outcome
-
-    async def _run_handler(
-        self, handler: Handler, event: MeshEvent, context: EventContext
-    ) -> tuple[str, str] | None:
-        """Call the handler, retrying failures; a rejection is final at once."""
-        for attempt in range(1, self.settings.handler_attempts + 1):
-            try:
-                await handler(event, context)
-            except RejectedEvent as rejection:
-                return "rejected", str(rejection)
-            except Exception as error:  # noqa: BLE001  (any handler failure has the same fate)
-                if attempt == self.settings.handler_attempts:
-                    return "handler-error", (
-                        f"{type(error).__name__}: {error} (after {attempt} attempts)\n"
-                        + "".join(traceback.format_exception(error, limit=-3))
-                    )
-                log.warning("handler for %s failed (%s), retrying", context.envelope.type, error)
-                await asyncio.sleep(HANDLER_RETRY_DELAY_SECONDS * attempt)
-            else:
-                return None
-        return None
-
-    async def _dead_letter(self, record: ConsumerRecord[Any, Any], code: str, reason: str) -> None:
+    async def _dead_letter(self, record: ConsumerRecord[Any, Any], defect: Defect) -> None:
         letter = dead_letter_for(
             record,
             service=self.service,
             consumer_group=self.consumer_group,
-            reason_code=code,
-            reason=reason,
+            reason_code=defect.code,
+            reason=defect.reason,
             artifacts=self.artifacts,
             inline_limit=self.settings.deadletter_inline_bytes,
         )
@@ -300,10 +325,10 @@ class MeshApp:
             record.topic,
             record.partition,
             record.offset,
-            code,
-            reason.splitlines()[0],
+            defect.code,
+            defect.reason.splitlines()[0],
         )
-        causation = _header(record, "ce_id")
+        causation = header(record, "ce_id")
         await self.publish(letter, causation_id=causation, key=record.topic)
 
     # -- publishing ---------------------------------------------------------------------------
@@ -453,40 +478,3 @@ def create_app(
 ) -> MeshApp:
     """Wire a service: broker, telemetry, dead letters, dedupe, commits, health."""
     return MeshApp(settings, service, tracer_provider, artifacts)
-
-
-async def _tolerant_parser(
-    record: ConsumerRecord[Any, Any], original: Callable[..., Awaitable[Any]]
-) -> Any:
-    """FastStream's parser, minus its crash on non-UTF-8 headers (faststream#2458).
-
-    The parser sees text copies (undecodable bytes replaced); the message keeps the original
-    record, whose exact bytes the dead letter preserves.
-    """
-    try:
-        for _, raw in record.headers:
-            (raw or b"").decode("utf-8")
-    except UnicodeDecodeError:
-        readable = tuple(
-            (key, (raw or b"").decode("utf-8", "replace").encode()) for key, raw in record.headers
-        )
-        message = await original(dataclasses.replace(record, headers=readable))
-        message.raw_message = record
-        return message
-    return await original(record)
-
-
-async def _raw_decoder(message: KafkaMessage, original: Callable[..., Awaitable[Any]]) -> Any:
-    """Hand the handler the message itself: the kit decodes bodies, so bad JSON gets a dead
-    letter instead of failing inside FastStream."""
-    return message
-
-
-def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
-    for key, raw in record.headers:
-        if key == name:
-            try:
-                return str(raw.decode("utf-8")) or None
-            except UnicodeDecodeError:
-                return None
-    return None

@@ -6,6 +6,10 @@ Spans go to an OTLP/HTTP collector (Jaeger all-in-one takes OTLP on :4318) when
 `OTEL_SDK_DISABLED=true` turn exporting off. The exporter itself reads endpoint, headers,
 timeout and compression from the same variables. Without any of them spans are still created
 (trace context still propagates through Kafka headers), just not exported anywhere.
+
+A batch's span links every record it processes; the SDK's default of 128 links a span would
+drop most of a full batch's, so spans here take up to `LINKS_PER_SPAN` unless
+`OTEL_SPAN_LINK_COUNT_LIMIT` sets the limit.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ from __future__ import annotations
 import os
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.environment_variables import OTEL_SPAN_LINK_COUNT_LIMIT
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+LINKS_PER_SPAN = 1000
 
 
 def exporting_requested() -> bool:
@@ -33,7 +40,8 @@ def exporting_requested() -> bool:
 def tracer_provider_from_env(service_name: str) -> TracerProvider:
     """A provider named after the service (unless `OTEL_SERVICE_NAME` says otherwise)."""
     resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service_name)})
-    provider = TracerProvider(resource=resource)
+    links = None if OTEL_SPAN_LINK_COUNT_LIMIT in os.environ else LINKS_PER_SPAN
+    provider = TracerProvider(resource=resource, span_limits=SpanLimits(max_links=links))
     if exporting_requested():
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return provider

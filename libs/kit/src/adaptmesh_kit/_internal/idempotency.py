@@ -10,6 +10,7 @@ not weeks.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from adaptmesh_kit.state import open_state_file
@@ -42,8 +43,27 @@ class ProcessedLog:
         self._db.execute(
             "INSERT OR IGNORE INTO processed VALUES (?, ?, ?)", (consumer_group, event_id, now)
         )
-        self._writes += 1
-        if self._writes % PRUNE_EVERY == 0:
+        self._wrote(1, now)
+
+    def remember_many(self, consumer_group: str, event_ids: Iterable[str]) -> None:
+        """Remember a batch's ids in one transaction (one commit, not one per id)."""
+        now = time.time()
+        rows = [(consumer_group, event_id, now) for event_id in event_ids]
+        if not rows:
+            return
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("INSERT OR IGNORE INTO processed VALUES (?, ?, ?)", rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        self._wrote(len(rows), now)
+
+    def _wrote(self, rows: int, now: float) -> None:
+        before = self._writes
+        self._writes += rows
+        if self._writes // PRUNE_EVERY != before // PRUNE_EVERY:
             self._db.execute(
                 "DELETE FROM processed WHERE handled_at < ?", (now - RETENTION_SECONDS,)
             )

@@ -1,0 +1,95 @@
+"""What every subscription of a service does alike, per record and per batch.
+
+Each record is screened (size, envelope, known type, right topic) before anything else; what a
+handler takes is deduplicated by `ce_id` and its body decoded; whatever cannot be taken goes to
+the dead letters with a stable reason code. Ids are remembered once a handler has had the event
+(handled, rejected or failed for good); a record with a bad body is not, so it is dead-lettered
+again only if it is delivered again (after a crash before its offset was committed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import ConsumerRecord
+
+from adaptmesh_kit._internal.idempotency import ProcessedLog
+from adaptmesh_kit._internal.offsets import HandledOffsets
+from adaptmesh_kit._internal.subscriptions import Subscriptions
+from adaptmesh_kit.handling import EventContext
+from adaptmesh_kit.settings import MeshSettings
+from adaptmesh_schemas.envelope import DecodeError, Envelope, decode_event, read_envelope
+from adaptmesh_schemas.topics import Stream
+from adaptmesh_schemas.versioning import EVENT_TYPES, MeshEvent
+
+HANDLER_RETRY_DELAY_SECONDS = 0.2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Defect:
+    """Why a record goes to the dead letters: `code` is stable, `reason` is for people.
+
+    `in_record`: the record itself is bad (every consumer would find the same), as opposed to
+    what a handler made of it (rejected it, or kept failing)."""
+
+    code: str
+    reason: str
+    in_record: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Discipline:
+    """The service-wide parts every subscription uses."""
+
+    settings: MeshSettings
+    consumer_group: str
+    subscriptions: Subscriptions
+    processed: ProcessedLog
+    offsets: HandledOffsets
+    topic_of: Callable[[Stream], str]
+    dead_letter: Callable[[ConsumerRecord[Any, Any], Defect], Awaitable[None]]
+    context_for: Callable[[Envelope, ConsumerRecord[Any, Any]], EventContext]
+
+    def screen(self, stream: Stream, record: ConsumerRecord[Any, Any]) -> Envelope | Defect:
+        """The record's envelope, or why no consumer of `stream` can take it."""
+        value: bytes | None = record.value
+        size = len(value) if value else 0
+        if size > self.settings.max_event_bytes:
+            return Defect(
+                "too-large",
+                f"body of {size:,} bytes exceeds the {self.settings.max_event_bytes:,}-byte "
+                "limit (MESH_MAX_EVENT_BYTES); put large payloads in the artifact store and "
+                "send a reference",
+            )
+        try:
+            envelope = read_envelope(record.headers)
+        except DecodeError as error:
+            return Defect(error.code, str(error))
+        event_type = EVENT_TYPES.get(envelope.type)
+        if event_type is None:
+            return Defect("unknown-type", f"unknown ce_type {envelope.type!r}")
+        if event_type.stream is not stream:
+            return Defect(
+                "wrong-topic", f"{envelope.type} belongs on {self.topic_of(event_type.stream)}"
+            )
+        return envelope
+
+    @staticmethod
+    def decode(envelope: Envelope, value: bytes | None) -> MeshEvent | Defect:
+        try:
+            return decode_event(envelope, value)
+        except DecodeError as error:
+            return Defect(error.code, str(error))
+
+
+def handler_failure(error: Exception, attempts: int) -> Defect:
+    """The dead letter's reason for a handler that failed `attempts` times, last with `error`."""
+    return Defect(
+        "handler-error",
+        f"{type(error).__name__}: {error} (after {attempts} attempts)\n"
+        + "".join(traceback.format_exception(error, limit=-3)),
+        in_record=False,
+    )

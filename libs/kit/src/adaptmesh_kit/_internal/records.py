@@ -1,0 +1,114 @@
+"""A subscription that hands records to their handlers one at a time.
+
+In the consumer group, an event already handled (same `ce_id`) is skipped and a record's offset
+becomes committable once its handler returned. A broadcast subscription has neither (every
+instance reads everything at each start; its handlers are idempotent) and counts its read
+positions instead, so `caught_up` can tell when it has read the whole topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+from adaptmesh_kit._internal.discipline import (
+    HANDLER_RETRY_DELAY_SECONDS,
+    Defect,
+    Discipline,
+    handler_failure,
+)
+from adaptmesh_kit._internal.subscriptions import RecordSubscription
+from adaptmesh_kit.handling import EventContext, Handler, RejectedEvent
+from adaptmesh_schemas.topics import Stream
+from adaptmesh_schemas.versioning import MeshEvent
+
+log = logging.getLogger(__name__)
+
+
+class RecordConsumer:
+    def __init__(
+        self,
+        discipline: Discipline,
+        stream: Stream,
+        subscription: RecordSubscription,
+        *,
+        broadcast: bool,
+    ) -> None:
+        self._discipline = discipline
+        self._stream = stream
+        self._subscription = subscription
+        self._broadcast = broadcast
+
+    async def consume(self, record: ConsumerRecord[Any, Any], consumer: object) -> None:
+        discipline = self._discipline
+        twins = discipline.subscriptions.of(self._stream)
+        defect = await self._handle(record)
+        if defect is not None:
+            if self._broadcast and defect.in_record and twins.group is not None:
+                log.debug(
+                    "%s[%d]@%d is bad (%s); the group subscription dead-letters it",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    defect.code,
+                )
+            else:
+                await discipline.dead_letter(record, defect)
+        if self._broadcast:
+            assert twins.positions is not None  # created with the broadcast subscription
+            await twins.positions.advance(record.partition, record.offset)
+        elif isinstance(consumer, AIOKafkaConsumer):
+            discipline.offsets.handled(consumer, record.topic, record.partition, record.offset)
+
+    async def _handle(self, record: ConsumerRecord[Any, Any]) -> Defect | None:
+        """Handle one record; returns why it must be dead-lettered, if it must."""
+        discipline = self._discipline
+        checked = discipline.screen(self._stream, record)
+        if isinstance(checked, Defect):
+            return checked
+        envelope = checked
+        handler = self._subscription.handlers.get(envelope.type)
+        if handler is None:
+            if not self._broadcast and envelope.type in (
+                discipline.subscriptions.of(self._stream).broadcast_types()
+            ):
+                # Only the broadcast twin handles this type, and it leaves bad records to us.
+                decoded = discipline.decode(envelope, record.value)
+                return decoded if isinstance(decoded, Defect) else None
+            return None  # a known event meant for other consumers of this topic
+        group = discipline.consumer_group
+        if not self._broadcast and discipline.processed.seen(group, envelope.id):
+            log.info("skipping %s %s: already handled", envelope.type, envelope.id)
+            return None
+        event = discipline.decode(envelope, record.value)
+        if isinstance(event, Defect):
+            return event
+        context = discipline.context_for(envelope, record)
+        outcome = await self._run_handler(handler, event, context)
+        if (
+            not self._broadcast
+        ):  # handled, rejected or failed for good: a redelivery changes nothing
+            discipline.processed.remember(group, envelope.id)
+        return outcome
+
+    async def _run_handler(
+        self, handler: Handler, event: MeshEvent, context: EventContext
+    ) -> Defect | None:
+        """Call the handler, retrying failures; a rejection is final at once."""
+        attempts = self._discipline.settings.handler_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                await handler(event, context)
+            except RejectedEvent as rejection:
+                return Defect("rejected", str(rejection), in_record=False)
+            except Exception as error:  # noqa: BLE001  (any handler failure has the same fate)
+                if attempt == attempts:
+                    return handler_failure(error, attempt)
+                log.warning("handler for %s failed (%s), retrying", context.envelope.type, error)
+                await asyncio.sleep(HANDLER_RETRY_DELAY_SECONDS * attempt)
+            else:
+                return None
+        return None
