@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+
+from adaptmesh_schemas.documents import ReferenceExample, ReferenceProfile
 from adaptmesh_schemas.events import DatasetCounts, DatasetVersioned, InferenceLogged
-from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec
+from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec, DriftPolicy
 
 BALANCED = {"acq": 40, "crude": 40, "earn": 40, "grain": 40}
 
@@ -54,3 +59,90 @@ def inference(
         label=label,
         confidence=confidence,
     )
+
+
+class SyntheticWorld:
+    """A 5-label classifier world with known shifts, for detector tests.
+
+    Texts are points around label centres in 16 dimensions (the sketch size); the "model"
+    predicts the nearest centre with softmax confidences, so shifts in the inputs move
+    embeddings, predictions and confidences the way a real model's do.
+    """
+
+    LABELS = ("acq", "crude", "earn", "grain", "trade")
+    MIX = (0.4, 0.25, 0.15, 0.1, 0.1)
+
+    def __init__(self, seed: int, noise: float = 0.45) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.centres = self.rng.normal(0, 0.3, (5, 16))
+        self.noise = noise
+
+    def records(
+        self,
+        n: int,
+        *,
+        mix: Sequence[float] = MIX,
+        shift: float = 0.0,
+        noise: float | None = None,
+        ambiguous: float = 0.0,
+    ) -> list[SyntheticRecord]:
+        """`n` records; `shift` moves every input, `ambiguous` is the share of inputs halfway
+        between their label's centre and another's (the model is less sure, and more often
+        wrong)."""
+        truth = self.rng.choice(5, n, p=np.asarray(mix) / sum(mix))
+        spread = self.noise if noise is None else noise
+        centres = self.centres[truth]
+        blurred = self.rng.random(n) < ambiguous
+        others = self.centres[self.rng.integers(0, 5, n)]
+        centres = np.where(blurred[:, None], (centres + others) / 2, centres)
+        # Ambiguous inputs sit close to the midpoint (their own noise would hide it).
+        spreads = np.where(blurred, spread / 4, spread)[:, None]
+        points = centres + self.rng.normal(0, 1, (n, 16)) * spreads + shift
+        logits = -((points[:, None, :] - self.centres[None]) ** 2).sum(-1) * 3
+        probabilities = np.exp(logits - logits.max(1, keepdims=True))
+        probabilities /= probabilities.sum(1, keepdims=True)
+        ordered = np.sort(probabilities, 1)
+        return [
+            SyntheticRecord(
+                label=self.LABELS[int(truth[i])],
+                predicted=self.LABELS[int(probabilities[i].argmax())],
+                confidence=float(ordered[i, -1]),
+                margin=float(ordered[i, -1] - ordered[i, -2]),
+                sketch=tuple(float(v) for v in points[i]),
+            )
+            for i in range(n)
+        ]
+
+    def profile(
+        self, n: int = 400, *, domain: str = "fin", model_version: str = "m-1", **policy: Any
+    ) -> ReferenceProfile:
+        rows = self.records(n)
+        return ReferenceProfile(
+            domain=domain,
+            model_version=model_version,
+            dataset_version="ds-1",
+            labels=self.LABELS,
+            sketch_dimensions=16,
+            accuracy=sum(r.label == r.predicted for r in rows) / n,
+            drift=DriftPolicy(**policy),
+            examples=tuple(
+                ReferenceExample(
+                    example_id=f"e-{i}",
+                    label=r.label,
+                    predicted=r.predicted,
+                    confidence=r.confidence,
+                    margin=r.margin,
+                    embedding_sketch=r.sketch,
+                )
+                for i, r in enumerate(rows)
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class SyntheticRecord:
+    label: str
+    predicted: str
+    confidence: float
+    margin: float
+    sketch: tuple[float, ...]

@@ -10,8 +10,8 @@ from adaptmesh_drift.decisions import (
     explicit_request,
     untrainable_because,
 )
-from adaptmesh_drift.detectors import Finding
 from adaptmesh_schemas.events import RetrainReason
+from adaptmesh_schemas.values import DriftEvidence
 from tests.unit.adaptmesh_drift.builders import dataset
 
 
@@ -60,18 +60,20 @@ def test_trainability() -> None:
 
 
 def test_a_drift_request_carries_the_evidence_and_the_latest_version() -> None:
-    finding = Finding("label-chi2", 93.5, 1e-12, 0.001, drifted=True, window_size=200)
+    evidence = DriftEvidence(
+        detector="embedding-mmd", statistic=0.09, threshold=0.05, window_size=20, drifted=True
+    )
     event = dataset("fin", "ds-7")
     request = drift_request(
         domain="fin",
         dataset_version="ds-7",
         dataset=event.artifact,
-        finding=finding,
-        model_version="m-3",
-        inference_event_id="inf-1",
+        evidence=evidence,
+        detail="model m-3 drifted",
+        drift_event_id="drift-1",
     )
     assert request.reason is RetrainReason.DRIFT
-    assert request.evidence is not None
-    assert request.evidence.p_value == 1e-12
-    assert request.cause_event_ids == ("inf-1",)
+    assert request.evidence == evidence
+    assert request.dataset_version == "ds-7"
+    assert request.cause_event_ids == ("drift-1",)
     assert "model m-3 drifted" in request.detail

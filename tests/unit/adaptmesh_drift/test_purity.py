@@ -5,7 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 
-PURE = ("detectors", "monitor", "decisions", "schedule", "outbox", "relay")
+PURE = (
+    "calibration",
+    "decisions",
+    "detectors",
+    "monitor",
+    "outbox",
+    "reference",
+    "relay",
+    "schedule",
+    "state",
+    "watch",
+)
 
 
 def test_the_logic_modules_load_without_kafka_or_faststream() -> None:

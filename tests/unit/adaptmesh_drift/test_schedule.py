@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from adaptmesh_drift.decisions import drift_request, explicit_request
-from adaptmesh_drift.detectors import Finding
 from adaptmesh_drift.outbox import Outbox, PendingRequest
 from adaptmesh_drift.relay import OutboxRelay
 from adaptmesh_drift.schedule import Origin, RetrainScheduler, Timing
 from adaptmesh_schemas.events import RetrainReason, RetrainRequested
+from adaptmesh_schemas.values import DriftEvidence
 from tests.meshtest import eventually
 from tests.unit.adaptmesh_drift.builders import dataset
 
@@ -49,9 +49,11 @@ def detection(event_id: str = "inf-1") -> RetrainRequested:
         domain="fin",
         dataset_version="ds-1",
         dataset=dataset("fin", "ds-1").artifact,
-        finding=Finding("label-chi2", 80.0, 1e-9, 0.001, drifted=True, window_size=200),
-        model_version="m-1",
-        inference_event_id=event_id,
+        evidence=DriftEvidence(
+            detector="label-chi2", statistic=80.0, threshold=20.0, window_size=20, drifted=True
+        ),
+        detail="model m-1 drifted",
+        drift_event_id=event_id,
     )
 
 

@@ -1,33 +1,37 @@
 """Wiring: `build_app(settings)` makes the drift-sensing service.
 
-Consumes `mesh.datasets.v1` and `mesh.inference.v1` in the service's consumer group (instances
-share domains by partition), reads `mesh.datasets.v1` a second time without a group (every
-instance knows every domain's reference distribution), and publishes `retrain.requested` on
-`mesh.retrain.v1` from an outbox relay that runs while the broker runs — started and stopped
-by `async with app:` as well as by `app.run()`.
+Consumes `mesh.datasets.v1` (explicit changes), `mesh.inference.v1` and `mesh.feedback.v1` (in
+batches) in the service's consumer group — instances share domains by partition — and reads
+`mesh.datasets.v1` and `mesh.models.ready.v1` by broadcast, so every instance knows every
+domain's dataset versions and production model. Publishes `drift.detected` on `mesh.drift.v1`
+from the batch handlers and `retrain.requested` on `mesh.retrain.v1` from an outbox relay that
+runs while the broker runs — started and stopped by `async with app:` and by `app.run()`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-from faststream.middlewares import AckPolicy
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 
-from adaptmesh_drift.detectors import build_detectors
 from adaptmesh_drift.handlers import DriftHandlers
-from adaptmesh_drift.monitor import InferenceMonitor, ReferenceBook
+from adaptmesh_drift.monitor import DatasetBook, DriftMonitor
 from adaptmesh_drift.outbox import Outbox, PendingRequest
 from adaptmesh_drift.relay import OutboxRelay
 from adaptmesh_drift.schedule import Clock, RetrainScheduler
 from adaptmesh_drift.settings import DriftSettings
+from adaptmesh_drift.state import DriftState
 from adaptmesh_kit import ArtifactStore, MeshApp
 from adaptmesh_schemas import Stream
-from adaptmesh_schemas.events import DatasetVersioned, InferenceLogged
+from adaptmesh_schemas.documents import ReferenceProfile
+from adaptmesh_schemas.events import (
+    DatasetVersioned,
+    FeedbackSubmitted,
+    InferenceLogged,
+    ModelReady,
+)
 
 SERVICE = "drift-sensing"
 
@@ -56,6 +60,7 @@ class DriftSensingApp(MeshApp):
         # can still publish (and flush).
         self.while_running(self._start_relay, self.relay.stop)
         self.on_close(self.outbox.close)
+        self.handlers: DriftHandlers | None = None
 
     async def _publish_pending(self, pending: PendingRequest) -> None:
         # Published outside the handler that made it: attach the consumed record's trace
@@ -86,30 +91,36 @@ def build_app(
     app = DriftSensingApp(
         settings, clock=clock, tracer_provider=tracer_provider, artifacts=artifacts
     )
-    handlers = DriftHandlers(
-        app.scheduler,
-        InferenceMonitor(
-            build_detectors(settings.drift_detectors, settings.thresholds()),
-            settings.drift_window_size,
-            settings.drift_test_every,
-        ),
-        ReferenceBook(),
-        wake_relay=app.relay.wake,
-        max_event_bytes=settings.max_event_bytes,
+    state_dir = settings.state_dir
+    state = DriftState(state_dir / f"{SERVICE}.detectors.sqlite3" if state_dir else None)
+    app.on_close(state.close)
+    monitor = DriftMonitor(
+        settings.drift_detectors,
+        state,
+        lambda ref: app.artifacts.get_document(ref, ReferenceProfile),
+        sample_size=settings.drift_label_sample_size,
     )
+    handlers = DriftHandlers(
+        app,
+        settings,
+        app.scheduler,
+        monitor,
+        DatasetBook(),
+        wake_relay=app.relay.wake,
+        clock=clock,
+    )
+    app.handlers = handlers
+    # Explicit changes by partition (one request per version, whoever owns the domain)...
     app.handles(Stream.DATASETS, DatasetVersioned)(handlers.on_dataset_versioned)
-    app.handles(Stream.INFERENCE, InferenceLogged)(handlers.on_inference_logged)
-    app.broker.subscriber(
-        app.topic(Stream.DATASETS),
-        group_id=None,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.MANUAL,
-        decoder=_the_message_itself,
-        title=f"{SERVICE}:{Stream.DATASETS.value}:references",
-    )(handlers.follow_dataset_versions)
+    # ...and every version of every domain by broadcast: a domain's inference partition may
+    # belong to another instance than its dataset partition.
+    app.handles(Stream.DATASETS, DatasetVersioned, broadcast=True)(handlers.follow_dataset_version)
+    app.handles(Stream.MODELS_READY, ModelReady, broadcast=True)(handlers.follow_model_ready)
+    batch = settings.drift_batch_max_records
+    app.handles_batch(Stream.INFERENCE, InferenceLogged, max_records=batch)(
+        handlers.on_inference_batch
+    )
+    app.handles_batch(Stream.FEEDBACK, FeedbackSubmitted, max_records=batch)(
+        handlers.on_feedback_batch
+    )
     return app
-
-
-async def _the_message_itself(message: Any, original: Callable[..., Awaitable[Any]]) -> Any:
-    """The follower reads headers and bytes itself (like the kit's handlers do)."""
-    return message

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from adaptmesh_drift.detectors import Finding
 from adaptmesh_schemas.events import DatasetVersioned, RetrainReason, RetrainRequested
-from adaptmesh_schemas.values import ArtifactRef
+from adaptmesh_schemas.values import ArtifactRef, DriftEvidence
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +70,20 @@ def drift_request(
     domain: str,
     dataset_version: str,
     dataset: ArtifactRef,
-    finding: Finding,
-    model_version: str,
-    inference_event_id: str,
+    evidence: DriftEvidence,
+    detail: str,
+    drift_event_id: str,
 ) -> RetrainRequested:
-    """Retrain on the domain's latest dataset version because `model_version` drifted."""
+    """Retrain on the domain's latest dataset version because its model drifted; the
+    `drift.detected` event it answers is its cause."""
     return RetrainRequested(
         domain=domain,
         reason=RetrainReason.DRIFT,
-        detail=f"model {model_version} drifted ({finding.describe()})",
+        detail=detail,
         dataset_version=dataset_version,
         dataset=dataset,
-        evidence=finding.evidence(),
-        cause_event_ids=(inference_event_id,),
+        evidence=evidence,
+        cause_event_ids=(drift_event_id,),
     )
 
 

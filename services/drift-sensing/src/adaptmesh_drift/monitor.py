@@ -1,33 +1,44 @@
-"""Sliding windows of inference records per domain, tested by the configured detectors.
+"""What drift-sensing knows of each domain: its dataset versions, its production model, and
+the watch on that model.
 
-Each domain keeps its last N predictions with running label counts. A full window is tested
-again after every `test_every` new records, not after each one: consecutive windows share all
-but one record, so testing each would repeat a nearly identical test N times per window (more
-false alarms for no new information) at ~0.7 ms a chi-squared test. A window restarts when the model
-that answers changes (the old model's predictions say nothing about the new one) and after a
-detection (the evidence has been used).
+`DatasetBook` follows every dataset version (read by broadcast: a domain's inference partition
+may belong to another instance than its dataset partition), so an alarm can tell whether there
+is labelled data the champion has not seen. `DriftMonitor` follows the production model per
+domain and arms its detectors lazily — on the first record that needs them — because at every
+start the compacted `mesh.models.ready.v1` is read from its beginning and older promotions of a
+domain may still be there.
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from adaptmesh_drift.decisions import untrainable_because
-from adaptmesh_drift.detectors import Detector, Finding, Reference, WindowSummary
-from adaptmesh_schemas.events import DatasetVersioned, InferenceLogged
+from adaptmesh_drift.reference import ReferenceData
+from adaptmesh_drift.state import DriftState
+from adaptmesh_drift.watch import DomainWatch, arm
+from adaptmesh_schemas.documents import ReferenceProfile
+from adaptmesh_schemas.events import DatasetVersioned, ModelReady
 from adaptmesh_schemas.values import ArtifactRef
+
+log = logging.getLogger(__name__)
+
+NEW_LABELLED_DATA_KINDS = frozenset({"data", "feedback"})
+"""Change kinds that add labelled examples (the others reshape what is there)."""
 
 
 @dataclass(frozen=True, slots=True)
 class DatasetReference:
-    """What drift-sensing keeps of a domain's latest dataset version."""
+    """What drift-sensing keeps of one dataset version."""
 
     domain: str
     dataset_version: str
+    parent_version: str | None
+    change_kind: str
     dataset: ArtifactRef
-    per_label: dict[str, int]
+    examples: int
     untrainable_because: str | None
 
     @classmethod
@@ -35,102 +46,190 @@ class DatasetReference:
         return cls(
             domain=event.domain,
             dataset_version=event.dataset_version,
+            parent_version=event.parent_version,
+            change_kind=event.change_kind,
             dataset=event.artifact,
-            per_label=dict(event.counts.per_label),
+            examples=event.counts.train + event.counts.eval,
             untrainable_because=untrainable_because(event),
         )
 
 
-class ReferenceBook:
-    """The latest dataset version of every domain, in log order."""
+@dataclass(frozen=True, slots=True)
+class NewData:
+    """The version to retrain on, and what it adds to the champion's."""
+
+    latest: DatasetReference
+    description: str
+
+
+class DatasetBook:
+    """Every domain's dataset versions, in log order."""
 
     def __init__(self) -> None:
+        self._versions: dict[str, dict[str, DatasetReference]] = {}
         self._latest: dict[str, DatasetReference] = {}
 
     def record(self, event: DatasetVersioned) -> None:
-        self._latest[event.domain] = DatasetReference.of(event)
+        reference = DatasetReference.of(event)
+        self._versions.setdefault(event.domain, {})[event.dataset_version] = reference
+        self._latest[event.domain] = reference
 
-    def get(self, domain: str) -> DatasetReference | None:
+    def latest(self, domain: str) -> DatasetReference | None:
         return self._latest.get(domain)
 
     def __len__(self) -> int:
         return len(self._latest)
 
+    def unseen_labelled_data(self, domain: str, champion_version: str) -> NewData | str:
+        """The latest version when it holds labelled data that `champion_version` lacks;
+        otherwise why there is nothing new to retrain on."""
+        latest = self._latest.get(domain)
+        if latest is None:
+            return f"no dataset version of {domain} has been seen"
+        if latest.dataset_version == champion_version:
+            return f"the champion was trained on the latest dataset version {champion_version}"
+        if latest.untrainable_because is not None:
+            return (
+                f"the latest dataset version {latest.dataset_version} is not trainable: "
+                f"{latest.untrainable_because}"
+            )
+        versions = self._versions[domain]
+        kinds: list[str] = []
+        cursor: DatasetReference | None = latest
+        while cursor is not None and cursor.dataset_version != champion_version:
+            kinds.append(cursor.change_kind)
+            cursor = versions.get(cursor.parent_version) if cursor.parent_version else None
+        if cursor is None:
+            return (
+                f"the champion's dataset version {champion_version} is not an ancestor of the "
+                f"latest {latest.dataset_version}: what is new cannot be told"
+            )
+        added = [kind for kind in kinds if kind in NEW_LABELLED_DATA_KINDS]
+        if not added:
+            return (
+                f"the {len(kinds)} version(s) since the champion's {champion_version} "
+                f"({', '.join(reversed(kinds))}) add no labelled examples"
+            )
+        grown = latest.examples - cursor.examples
+        return NewData(
+            latest,
+            f"{len(added)} {'/'.join(sorted(set(added)))} change(s) since the champion's "
+            f"dataset {champion_version} ({grown:+d} examples)",
+        )
 
-class _Window:
-    def __init__(self, size: int) -> None:
-        self.records: deque[tuple[str, float]] = deque()
-        self.size = size
-        self.model_version: str | None = None
-        self.label_counts: Counter[str] = Counter()
-        self.added_since_test = 0
 
-    def add(self, label: str, confidence: float) -> None:
-        if len(self.records) == self.size:
-            old_label, _ = self.records.popleft()
-            self.label_counts[old_label] -= 1
-            if not self.label_counts[old_label]:
-                del self.label_counts[old_label]
-        self.records.append((label, confidence))
-        self.label_counts[label] += 1
-        self.added_since_test += 1
+@dataclass(frozen=True, slots=True)
+class Champion:
+    """A domain's production model as announced on `mesh.models.ready.v1`."""
 
-    def clear(self) -> None:
-        self.records.clear()
-        self.label_counts.clear()
-        self.added_since_test = 0
+    domain: str
+    model_version: str
+    dataset_version: str
+    profile: ArtifactRef | None
 
-    @property
-    def full(self) -> bool:
-        return len(self.records) == self.size
-
-    def summary(self) -> WindowSummary:
-        # Summing afresh: a running float sum drifts by rounding over millions of records.
-        return WindowSummary(dict(self.label_counts), sum(c for _, c in self.records))
+    @classmethod
+    def of(cls, ready: ModelReady) -> Champion:
+        return cls(
+            ready.domain,
+            ready.model_version,
+            ready.lineage.dataset_version,
+            ready.reference_profile,
+        )
 
 
-class InferenceMonitor:
-    """Feeds inference records into per-domain windows and reports the first drift found."""
+ProfileLoader = Callable[[ArtifactRef], ReferenceProfile]
+
+
+class DriftMonitor:
+    """Production models per domain and the watches on them."""
 
     def __init__(
-        self, detectors: Sequence[Detector], window_size: int, test_every: int = 1
+        self,
+        detectors: Sequence[str],
+        state: DriftState,
+        load_profile: ProfileLoader,
+        *,
+        sample_size: int = 20,
     ) -> None:
-        if window_size < 1 or test_every < 1:
-            raise ValueError("window_size and test_every must be at least 1")
-        self.detectors = list(detectors)
-        self.window_size = window_size
-        self.test_every = test_every
-        self._windows: dict[str, _Window] = {}
+        self.detectors = tuple(detectors)
+        self.state = state
+        self._load_profile = load_profile
+        self._sample_size = sample_size
+        self._champions: dict[str, Champion] = {}
+        self._watches: dict[str, DomainWatch] = {}
+        self._unwatched: dict[str, str] = {}
 
-    def observe(
-        self, record: InferenceLogged, reference: DatasetReference | None
-    ) -> Finding | None:
-        """Add `record`; a finding when a full window drifted from `reference`.
+    def crown(self, ready: ModelReady) -> None:
+        """`ready` now serves its domain; its watch is armed when first needed."""
+        champion = Champion.of(ready)
+        if self._champions.get(ready.domain) == champion:
+            return
+        self._champions[ready.domain] = champion
+        self._watches.pop(ready.domain, None)
+        self._unwatched.pop(ready.domain, None)
 
-        Nothing is tested before the window is full, until `test_every` records arrived since
-        the last test, or while the domain has no trainable dataset version (a retrain
-        request could not name one).
-        """
-        window = self._windows.setdefault(record.domain, _Window(self.window_size))
-        if window.model_version != record.model_version:
-            window.clear()
-            window.model_version = record.model_version
-        window.add(record.label, record.confidence)
-        if not window.full or window.added_since_test < self.test_every:
+    def champion(self, domain: str) -> Champion | None:
+        return self._champions.get(domain)
+
+    def why_unwatched(self, domain: str) -> str | None:
+        return self._unwatched.get(domain)
+
+    def watch(self, domain: str) -> DomainWatch | None:
+        """The armed watch of the domain's production model (arming it now if needed), or
+        None when there is nothing to watch (no champion, no profile, no detector armed).
+
+        Blocking (profile load, calibration): call it off the event loop."""
+        watch = self._watches.get(domain)
+        if watch is not None or domain in self._unwatched:
+            return watch
+        champion = self._champions.get(domain)
+        if champion is None:
             return None
-        if reference is None or reference.untrainable_because is not None:
+        armed = self._arm(champion)
+        if isinstance(armed, str):
+            self._unwatched[domain] = armed
+            log.warning("%s: model %s is not watched: %s", domain, champion.model_version, armed)
             return None
-        window.added_since_test = 0
-        summary = window.summary()
-        expected = Reference(reference.per_label)
-        for detector in self.detectors:
-            finding = detector.examine(summary, expected)
-            if finding.drifted:
-                window.clear()
-                return finding
-        return None
+        saved = self.state.load_watch(domain)
+        if saved is not None and armed.restore(saved):
+            log.info("%s: the watch of %s carries on from saved state", domain, armed.model_version)
+        policy = armed.reference.policy
+        log.info(
+            "%s: watching %s with %s (ERT %d each, window %d)",
+            domain,
+            armed.model_version,
+            ", ".join(armed.detectors),
+            len(self.detectors) * policy.ert,
+            policy.window,
+        )
+        self._watches[domain] = armed
+        return armed
 
-    def filled(self, domain: str) -> int:
-        """How many records the domain's window holds."""
-        window = self._windows.get(domain)
-        return len(window.records) if window else 0
+    def _arm(self, champion: Champion) -> DomainWatch | str:
+        """The champion's armed watch, or why it cannot have one (until its next promotion)."""
+        if champion.profile is None:
+            return (
+                "its model.ready carries no reference profile (promoted before the gate wrote "
+                "profiles); the next promotion will have one"
+            )
+        if not self.detectors:
+            return "no detectors are configured"
+        try:
+            profile = self._load_profile(champion.profile)
+        except Exception as error:  # noqa: BLE001  (any unreadable profile has the same fate)
+            return f"its reference profile cannot be read: {error}"
+        if profile.model_version != champion.model_version or profile.domain != champion.domain:
+            return f"its reference profile belongs to {profile.domain}/{profile.model_version}"
+        reference = ReferenceData.of(profile, champion.profile.sha256)
+        watch = arm(reference, self.detectors, cache=self.state, sample_size=self._sample_size)
+        if not watch.detectors:
+            return "no detector could be armed: " + "; ".join(
+                f"{name}: {why}" for name, why in watch.unarmed.items()
+            )
+        return watch
+
+    def save(self, domains: Sequence[str]) -> None:
+        """Persist the watches of `domains` (after a batch that touched them)."""
+        self.state.save_watches(
+            {domain: self._watches[domain].state() for domain in domains if domain in self._watches}
+        )

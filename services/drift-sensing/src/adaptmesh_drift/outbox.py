@@ -60,6 +60,12 @@ class Outbox:
             "CREATE TABLE IF NOT EXISTS last_request ("
             " domain TEXT PRIMARY KEY, published_at REAL NOT NULL)"
         )
+        # Which version the last request named: a drift alarm does not ask again for a
+        # version whose retrain is still under way (a separate table: older files lack it).
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS last_version ("
+            " domain TEXT PRIMARY KEY, dataset_version TEXT NOT NULL, published_at REAL NOT NULL)"
+        )
 
     def get(self, domain: str) -> PendingRequest | None:
         row = self._db.execute("SELECT body FROM pending WHERE domain = ?", (domain,)).fetchone()
@@ -88,6 +94,13 @@ class Outbox:
         ).fetchone()
         return float(row[0]) if row else None
 
+    def last_requested(self, domain: str) -> tuple[str, float] | None:
+        """The dataset version of the domain's last published request, and when."""
+        row = self._db.execute(
+            "SELECT dataset_version, published_at FROM last_version WHERE domain = ?", (domain,)
+        ).fetchone()
+        return (str(row[0]), float(row[1])) if row else None
+
     def published(self, pending: PendingRequest, at: float) -> bool:
         """Record that `pending` was published at `at`; removes it unless it was replaced
         meanwhile (a newer request then stays, to be published after the cool-down).
@@ -100,6 +113,10 @@ class Outbox:
             ).rowcount
             self._db.execute(
                 "INSERT OR REPLACE INTO last_request VALUES (?, ?)", (pending.domain, at)
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO last_version VALUES (?, ?, ?)",
+                (pending.domain, pending.request.dataset_version, at),
             )
         return bool(removed)
 

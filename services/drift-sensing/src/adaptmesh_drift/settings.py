@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from adaptmesh_drift.detectors import DETECTORS, DetectorThresholds
+from adaptmesh_drift.detectors import DETECTORS
 from adaptmesh_drift.schedule import Timing
 from adaptmesh_kit import MeshSettings
 
@@ -27,33 +27,41 @@ class DriftSettings(MeshSettings):
         ge=0,
         description="Minimum time between two retrain requests for one domain.",
     )
-    drift_window_size: int = Field(
-        default=200,
-        ge=2,
-        description="Inference records per domain in the sliding window the detectors test.",
-    )
-    drift_test_every: int = Field(
-        default=20,
-        ge=1,
-        description="A full window is tested again after this many new records (testing "
-        "after each one repeats nearly the same test and inflates false alarms).",
-    )
-    drift_p_threshold: float = Field(
-        default=0.001,
-        gt=0,
-        lt=1,
-        description="A test with a p-value below this reports drift (label-chi2).",
-    )
-    drift_min_mean_confidence: float = Field(
-        default=0.5,
-        ge=0,
-        le=1,
-        description="A window whose mean confidence is below this reports drift (confidence-drop).",
-    )
     drift_detectors: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=("label-chi2", "confidence-drop"),
-        description="Detectors to run, in order, comma-separated (registered: label-chi2, "
-        "confidence-drop); empty turns statistical detection off.",
+        default=("embedding-mmd", "prediction-shift", "estimated-accuracy", "feedback-accuracy"),
+        description="Detectors watching each production model, comma-separated (registered: "
+        "embedding-mmd, prediction-shift, estimated-accuracy, feedback-accuracy); they share "
+        "the recipe's false-alarm budget. Empty turns statistical detection off.",
+    )
+    drift_alert_cooldown_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="After a drift.detected for a domain, further alarms on the same model "
+        "within this time re-arm the detectors but publish nothing (a lasting shift would "
+        "otherwise alarm every few windows).",
+    )
+    drift_retry_seconds: float = Field(
+        default=1800.0,
+        ge=0,
+        description="A drift alarm does not request a retrain on a dataset version a request "
+        "already named within this time (that retrain is likely still under way).",
+    )
+    drift_label_sample_size: int = Field(
+        default=20,
+        ge=0,
+        le=500,
+        description="Most uncertain recent inputs offered for labelling with each alarm.",
+    )
+    drift_batch_max_records: int = Field(
+        default=500,
+        ge=1,
+        description="Inference and feedback records handled per batch.",
+    )
+    drift_catch_up_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="At start, how long the first batch waits for mesh.models.ready.v1 to be "
+        "read to its end (so records are judged against the model that answered them).",
     )
 
     @field_validator("drift_detectors", mode="before")
@@ -76,8 +84,3 @@ class DriftSettings(MeshSettings):
 
     def timing(self) -> Timing:
         return Timing(self.drift_settle_ms / 1000, self.drift_cooldown_seconds)
-
-    def thresholds(self) -> DetectorThresholds:
-        return DetectorThresholds(
-            p_value=self.drift_p_threshold, min_mean_confidence=self.drift_min_mean_confidence
-        )
