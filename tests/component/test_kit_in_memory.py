@@ -6,14 +6,21 @@ tests/integration/test_kit_on_kafka.py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from faststream.kafka import TestKafkaBroker
 
-from adaptmesh_kit import EventContext, MeshSettings, create_app
+from adaptmesh_kit import Delivery, EventContext, MeshApp, MeshSettings, create_app
 from adaptmesh_schemas import Envelope, Stream, encode_event, topic_name
-from adaptmesh_schemas.events import DataBatchSubmitted, DeadLetterRecorded, RetrainRequested
+from adaptmesh_schemas.events import (
+    DataBatchSubmitted,
+    DeadLetterRecorded,
+    FeedbackSubmitted,
+    RetrainRequested,
+    TaxonomyChanged,
+)
 from adaptmesh_schemas.values import LabelledExample
 
 
@@ -80,3 +87,180 @@ def test_a_handler_cannot_claim_an_event_of_another_stream(tmp_path: Path) -> No
     app = create_app(settings(tmp_path), "component")
     with pytest.raises(ValueError, match="retrain"):
         app.handles(Stream.CHANGES, RetrainRequested)
+
+
+def letters_of(app: MeshApp) -> list[DeadLetterRecorded]:
+    """Collects the app's dead letters (a plain subscriber gets the JSON-decoded body)."""
+    letters: list[DeadLetterRecorded] = []
+
+    @app.broker.subscriber(topic_name(Stream.DEADLETTER))
+    async def on_letter(body: dict[str, object]) -> None:
+        letters.append(DeadLetterRecorded.model_validate(body))
+
+    return letters
+
+
+async def test_batch_handler_gets_deliveries_and_each_publishes_with_its_causation(
+    tmp_path: Path,
+) -> None:
+    app = create_app(settings(tmp_path), "component")
+    calls: list[list[str]] = []
+    published: list[Envelope] = []
+
+    @app.handles_batch(Stream.CHANGES, DataBatchSubmitted)
+    async def on_batches(deliveries: Sequence[Delivery[DataBatchSubmitted]]) -> None:
+        calls.append([delivery.event.batch_id for delivery in deliveries])
+        for delivery in deliveries:
+            published.append(
+                await delivery.context.publish(
+                    FeedbackSubmitted(
+                        domain="fin-news",
+                        prediction_id=delivery.event.batch_id,
+                        text="wheat",
+                        true_label="grain",
+                    )
+                )
+            )
+
+    async with TestKafkaBroker(app.broker):
+        first = await app.publish(batch("b1"))
+        # The same record again: it was handled, so it is not delivered again.
+        await app.broker.publish(
+            encode_event(batch("b1")),
+            topic_name(Stream.CHANGES),
+            key=b"fin-news",
+            headers=first.header_texts(),
+        )
+        second = await app.publish(batch("b2"))
+    # The in-memory broker delivers each record as a batch of its own.
+    assert calls == [["b1"], ["b2"]]
+    assert [(e.causationid, e.correlationid) for e in published] == [
+        (first.id, first.correlationid),
+        (second.id, second.correlationid),
+    ]
+
+
+async def test_batch_handler_rejections_and_bad_records_are_dead_lettered_in_memory(
+    tmp_path: Path,
+) -> None:
+    app = create_app(settings(tmp_path), "component")
+    letters = letters_of(app)
+    handled: list[str] = []
+
+    @app.handles_batch(Stream.CHANGES, DataBatchSubmitted)
+    async def on_batches(
+        deliveries: Sequence[Delivery[DataBatchSubmitted]],
+    ) -> list[tuple[Delivery[DataBatchSubmitted], str]]:
+        handled.extend(d.event.batch_id for d in deliveries if d.event.batch_id != "refused")
+        return [(d, "not this one") for d in deliveries if d.event.batch_id == "refused"]
+
+    envelope = Envelope.for_event(batch("b1"), source="urn:test")
+    async with TestKafkaBroker(app.broker):
+        await app.broker.publish(
+            b'{"domain": "fin-news"}',
+            topic_name(Stream.CHANGES),
+            key=b"fin-news",
+            headers=envelope.header_texts(),
+        )
+        await app.publish(batch("refused"))
+        await app.publish(batch("fine"))
+    assert handled == ["fine"]
+    assert [letter.reason_code for letter in letters] == ["schema-violation", "rejected"]
+    assert letters[1].reason == "not this one"
+
+
+async def test_group_and_broadcast_handlers_share_a_stream_and_bad_records_are_dead_lettered_once(
+    tmp_path: Path,
+) -> None:
+    app = create_app(settings(tmp_path), "component")
+    letters = letters_of(app)
+    group: list[str] = []
+    broadcast: list[str] = []
+
+    @app.handles_batch(Stream.CHANGES, DataBatchSubmitted)
+    async def on_batches(deliveries: Sequence[Delivery[DataBatchSubmitted]]) -> None:
+        group.extend(delivery.event.batch_id for delivery in deliveries)
+
+    @app.handles(Stream.CHANGES, DataBatchSubmitted, broadcast=True)
+    async def on_each(event: DataBatchSubmitted, context: EventContext) -> None:
+        broadcast.append(event.batch_id)
+
+    envelope = Envelope.for_event(batch("b0"), source="urn:test")
+    async with TestKafkaBroker(app.broker):
+        await app.publish(batch("b1"))
+        await app.broker.publish(
+            b"{not json",
+            topic_name(Stream.CHANGES),
+            key=b"fin-news",
+            headers=envelope.header_texts(),
+        )
+        await app.publish(batch("b2"))
+    assert group == ["b1", "b2"]
+    assert broadcast == ["b1", "b2"]
+    assert [letter.reason_code for letter in letters] == ["invalid-json"]
+
+
+async def test_a_bad_record_of_a_type_only_broadcast_handlers_take_is_dead_lettered_by_the_group(
+    tmp_path: Path,
+) -> None:
+    app = create_app(settings(tmp_path), "component")
+    letters = letters_of(app)
+
+    @app.handles(Stream.CHANGES, TaxonomyChanged)
+    async def on_taxonomy(event: TaxonomyChanged, context: EventContext) -> None:
+        raise AssertionError("no taxonomy change was sent")
+
+    @app.handles(Stream.CHANGES, DataBatchSubmitted, broadcast=True)
+    async def on_each(event: DataBatchSubmitted, context: EventContext) -> None:
+        raise AssertionError("must not be called for an invalid body")
+
+    envelope = Envelope.for_event(batch("b0"), source="urn:test")
+    async with TestKafkaBroker(app.broker):
+        await app.broker.publish(
+            b'{"domain": "fin-news"}',
+            topic_name(Stream.CHANGES),
+            key=b"fin-news",
+            headers=envelope.header_texts(),
+        )
+    assert [letter.reason_code for letter in letters] == ["schema-violation"]
+
+
+async def test_a_bad_record_on_a_broadcast_only_stream_is_dead_lettered_by_it(
+    tmp_path: Path,
+) -> None:
+    app = create_app(settings(tmp_path), "component")
+    letters = letters_of(app)
+
+    @app.handles(Stream.CHANGES, DataBatchSubmitted, broadcast=True)
+    async def on_each(event: DataBatchSubmitted, context: EventContext) -> None:
+        raise AssertionError("must not be called for an invalid body")
+
+    envelope = Envelope.for_event(batch("b0"), source="urn:test")
+    async with TestKafkaBroker(app.broker):
+        await app.broker.publish(
+            b"[]", topic_name(Stream.CHANGES), key=b"fin-news", headers=envelope.header_texts()
+        )
+    assert [letter.reason_code for letter in letters] == ["schema-violation"]
+
+
+def test_a_stream_has_one_group_subscription(tmp_path: Path) -> None:
+    async def on_batches(deliveries: Sequence[Delivery[DataBatchSubmitted]]) -> None:
+        return None
+
+    async def on_each(event: DataBatchSubmitted, context: EventContext) -> None:
+        return None
+
+    batches_first = create_app(settings(tmp_path), "component")
+    batches_first.handles_batch(Stream.CHANGES, DataBatchSubmitted)(on_batches)
+    batches_first.handles(Stream.CHANGES, DataBatchSubmitted, broadcast=True)(on_each)
+    with pytest.raises(ValueError, match="batch handler"):
+        batches_first.handles(Stream.CHANGES, DataBatchSubmitted)(on_each)
+    with pytest.raises(ValueError, match="batch handler"):
+        batches_first.handles_batch(Stream.CHANGES, TaxonomyChanged)(on_batches)
+
+    records_first = create_app(settings(tmp_path), "component")
+    records_first.handles(Stream.CHANGES, DataBatchSubmitted)(on_each)
+    with pytest.raises(ValueError, match="per-record handlers"):
+        records_first.handles_batch(Stream.CHANGES, TaxonomyChanged)(on_batches)
+    with pytest.raises(ValueError, match="retrain"):
+        records_first.handles_batch(Stream.CHANGES, RetrainRequested)
