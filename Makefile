@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 KAFKA_JARS := infra/kafka/lib/.complete
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-backbone test lint typecheck schemas bench-backbone bench-loop bench-incremental up clean
+.PHONY: setup demo demo-backbone test lint typecheck schemas bench-backbone bench-loop bench-incremental bench-drift up clean
 
 setup: .venv/.synced $(KAFKA_JARS)
 
@@ -49,6 +49,9 @@ bench-loop: setup
 
 bench-incremental: setup
 	$(UV) run --frozen python -m bench.incremental
+
+bench-drift: setup
+	$(UV) run --frozen python -m bench.drift
 
 up: setup
 	$(UV) run --frozen adaptmesh up
