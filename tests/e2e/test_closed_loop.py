@@ -21,8 +21,11 @@ import jsonschema
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from adaptmesh_cli import reuters
+from adaptmesh_cli import newsgroups, reuters
 from adaptmesh_embedded import EmbeddedMesh
+from adaptmesh_kit import ArtifactStore
+from adaptmesh_schemas.documents import LabelingSample
+from adaptmesh_schemas.values import ArtifactRef
 from tests.e2e.outside import OutsideUser, new_traceparent, served
 from tests.otlp_collector import OtlpCollector
 
@@ -299,6 +302,57 @@ async def _scenario(
         "model_version"
     ]
 
+    # 5. The world shifts without anyone saying so: posts from another source (20 Newsgroups)
+    #    reach the served model. Drift-sensing alarms on its own: drift.detected names the
+    #    production model, the detector that fired, its calibrated evidence and a sample of
+    #    the least certain inputs to label. The champion was trained on the domain's latest
+    #    dataset, so there is nothing new to retrain on: no retrain is requested.
+    alarms = _Follower(mesh, "drift")
+    await alarms.consumer.start()
+    try:
+        foreign = [d.text[:300] for d in newsgroups.load("test")[:240]]
+        for start in range(0, len(foreign), 16):
+            answers = (
+                await http.post(
+                    f"/v1/domains/{DOMAIN}/predict", json={"texts": foreign[start : start + 16]}
+                )
+            ).json()["predictions"]
+            assert all(a["model_version"] == third["model_version"] for a in answers)
+        alarm = await alarms.next_for(DOMAIN, timeout=120)
+    finally:
+        await alarms.consumer.stop()
+    assert alarm["model_version"] == third["model_version"]
+    assert alarm["dataset_version"] == third["lineage"]["dataset_version"]
+    assert alarm["action"] == "no-new-labelled-data", alarm["action_detail"]
+    fired = [e for e in alarm["evidence"] if e["drifted"]]
+    assert [e["detector"] for e in fired] == [alarm["detector"]]
+    assert fired[0]["statistic"] > fired[0]["threshold"]
+    sample = ArtifactStore(mesh.artifact_root).get_document(
+        ArtifactRef.model_validate(alarm["to_label"]), LabelingSample
+    )
+    assert sample.items
+    assert {item.text for item in sample.items} <= set(foreign) | {c.text for c in must_pass}
+
+
+class _Follower:
+    """Reads one mesh topic from its beginning, for one domain's events."""
+
+    def __init__(self, mesh: EmbeddedMesh, stream: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            f"{mesh.topic_prefix}mesh.{stream}.v1",
+            bootstrap_servers=mesh.bootstrap_servers,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+
+    async def next_for(self, domain: str, timeout: float) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            async for record in self.consumer:
+                body: dict[str, Any] = json.loads(record.value)
+                if body["domain"] == domain:
+                    return body
+        raise AssertionError("unreachable")
+
 
 async def _next_gate_decision(mesh: EmbeddedMesh, domain: str) -> dict[str, Any]:
     consumer = AIOKafkaConsumer(
@@ -332,6 +386,7 @@ async def _every_event_matches_the_committed_schemas(mesh: EmbeddedMesh) -> None
             "gate",
             "models.ready",
             "inference",
+            "drift",
         )
     ]
     consumer = AIOKafkaConsumer(
@@ -369,5 +424,6 @@ async def _every_event_matches_the_committed_schemas(mesh: EmbeddedMesh) -> None
         "gate.rejected",
         "model.ready",
         "inference.logged",
+        "drift.detected",
     ):
         assert checked.get(produced, 0) > 0, f"no {produced} events were checked"
