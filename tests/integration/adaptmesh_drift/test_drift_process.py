@@ -11,7 +11,7 @@ from pathlib import Path
 from adaptmesh_drift.settings import DriftSettings
 from adaptmesh_embedded.mesh import free_port
 from adaptmesh_schemas import Stream, topic_name
-from tests.integration.adaptmesh_drift.test_drift_on_kafka import (
+from tests.integration.adaptmesh_drift.wire import (
     header,
     new_traceparent,
     request_of,
@@ -41,7 +41,7 @@ async def test_the_service_process_publishes_the_request_in_the_changes_trace(
             "MESH_STATE_DIR": str(tmp_path / "state"),
             "MESH_ARTIFACT_ROOT": f"file://{tmp_path}/artifacts",
             "MESH_DRIFT_SETTLE_MS": "300",
-            "MESH_DRIFT_DETECTORS": "label-chi2",
+            "MESH_DRIFT_DETECTORS": "embedding-mmd, feedback-accuracy",
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "100",
         }

@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 
 from adaptmesh_schemas.documents import ReferenceExample, ReferenceProfile
-from adaptmesh_schemas.events import DatasetCounts, DatasetVersioned, InferenceLogged, ModelReady
+from adaptmesh_schemas.events import (
+    DatasetCounts,
+    DatasetVersioned,
+    FeedbackSubmitted,
+    InferenceLogged,
+    ModelReady,
+)
 from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec, DriftPolicy, Lineage
 
 BALANCED = {"acq": 40, "crude": 40, "earn": 40, "grain": 40}
@@ -139,6 +145,10 @@ class SyntheticWorld:
         )
 
 
+SHIFTED_MIX = (0.0, 0.0, 0.0, 0.5, 0.5)
+"""Only the two rarest labels: a shift every inference detector can see."""
+
+
 @dataclass(frozen=True)
 class SyntheticRecord:
     label: str
@@ -146,6 +156,36 @@ class SyntheticRecord:
     confidence: float
     margin: float
     sketch: tuple[float, ...]
+
+    def logged(self, domain: str, n: int, *, model_version: str = "m-1") -> InferenceLogged:
+        """The inference record serving would log for this input, as prediction `n`."""
+        return InferenceLogged(
+            domain=domain,
+            prediction_id=f"{domain}-p{n}",
+            model_version=model_version,
+            label=self.predicted,
+            confidence=self.confidence,
+            margin=self.margin,
+            embedding_sketch=self.sketch,
+            text=f"{domain} text {n}",
+        )
+
+    def feedback(self, domain: str, n: int, *, correct: bool | None = None) -> FeedbackSubmitted:
+        """Ground truth on prediction `n`: the world's true label, or one that makes the
+        prediction right (`correct=True`) or wrong (`correct=False`)."""
+        if correct is None:
+            truth = self.label
+        elif correct:
+            truth = self.predicted
+        else:
+            truth = next(label for label in SyntheticWorld.LABELS if label != self.predicted)
+        return FeedbackSubmitted(
+            domain=domain,
+            prediction_id=f"{domain}-p{n}",
+            text=f"{domain} text {n}",
+            true_label=truth,
+            predicted_label=self.predicted,
+        )
 
 
 def model_ready(

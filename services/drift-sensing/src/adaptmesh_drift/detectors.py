@@ -118,6 +118,10 @@ class Detector(Protocol):
         """Simulate no-drift streams from `reference`; raises `CannotArmError`."""
         ...
 
+    def check(self, observation: Observation) -> None:
+        """Raise `ValueError` if `observation` cannot be observed, changing nothing."""
+        ...
+
     def observe(self, observation: Observation) -> Reading: ...
 
     def reading(self) -> Reading:
@@ -211,6 +215,9 @@ class _Windowed:
             if self._statistic(window) < self.thresholds[0]:
                 return window
         raise CannotArmError("no draw of reference records stays below the first threshold")
+
+    def check(self, observation: Observation) -> None:
+        self._value(observation)
 
     def observe(self, observation: Observation) -> Reading:
         self.window.append(self._value(observation))
@@ -493,14 +500,16 @@ class FeedbackAccuracy:
             "reference_accuracy": reference.accuracy,
         }
 
-    def observe(self, observation: Observation) -> Reading:
+    def check(self, observation: Observation) -> None:
         if observation.correct is None:
             raise ValueError("a feedback observation without correctness")
-        self.cusum = max(
-            0.0, self.cusum + (self.on_correct if observation.correct else self.on_error)
-        )
+
+    def observe(self, observation: Observation) -> Reading:
+        self.check(observation)
+        correct = observation.correct is True
+        self.cusum = max(0.0, self.cusum + (self.on_correct if correct else self.on_error))
         self.steps += 1
-        self.recent.append(observation.correct)
+        self.recent.append(correct)
         return self.reading()
 
     def reading(self) -> Reading:

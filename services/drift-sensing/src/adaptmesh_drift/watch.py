@@ -159,11 +159,17 @@ class DomainWatch:
         text: str | None = None,
         margin: float | None = None,
     ) -> Alarm | None:
-        """Feed one inference record to the inference detectors; an alarm if one fires."""
-        if text:
-            self.recent.append(RecentInput(prediction_id, text, label, confidence, margin))
+        """Feed one inference record to the inference detectors; an alarm if one fires.
+
+        Raises `ValueError` for a record the detectors cannot take (e.g. a sketch of the wrong
+        size), leaving no trace of it: not in a window, the window's causes or the sample to
+        label (the handler dead-letters it)."""
         observation = Observation(label=label, confidence=confidence, sketch=tuple(sketch))
-        return self._observe("inference", observation, event_id, prediction_id)
+        alarm = self._observe("inference", observation, event_id, prediction_id)
+        if text:
+            # After the detectors took it (the caller asks for the sample after an alarm).
+            self.recent.append(RecentInput(prediction_id, text, label, confidence, margin))
+        return alarm
 
     def observe_feedback(self, *, event_id: str, prediction_id: str, correct: bool) -> Alarm | None:
         """Feed one piece of ground truth to the feedback detectors."""
@@ -175,6 +181,11 @@ class DomainWatch:
         detectors = self.watching(watched)
         if not detectors:
             return None
+        # Every detector must be able to take the record before any takes it: otherwise a
+        # rejected record would sit in the windows of the detectors checked before the one
+        # that refused it, and among the window's causes.
+        for detector in detectors:
+            detector.check(observation)
         self.observed += 1
         ids = self._window_ids[watched]
         ids.append(event_id)
