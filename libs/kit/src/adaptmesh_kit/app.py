@@ -37,6 +37,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from adaptmesh_kit._internal.batches import BatchConsumer
 from adaptmesh_kit._internal.deadletter import dead_letter_for
 from adaptmesh_kit._internal.discipline import Defect, Discipline
+from adaptmesh_kit._internal.heap import freeze_startup_heap
 from adaptmesh_kit._internal.idempotency import ProcessedLog
 from adaptmesh_kit._internal.offsets import CommitOnRevoke, HandledOffsets
 from adaptmesh_kit._internal.parsing import (
@@ -416,6 +417,8 @@ class MeshApp:
 
     async def _after_broker_started(self) -> None:
         self._started = True
+        if self.settings.freeze_startup_heap:
+            freeze_startup_heap()
         for start, _ in self._activities:
             await start()
 

@@ -92,6 +92,13 @@ class MeshSettings(BaseSettings):
         ge=1,
         description="Tries of a failing handler before its record is dead-lettered.",
     )
+    freeze_startup_heap: bool = Field(
+        default=True,
+        description="Once the first app of the process has started, move every object alive "
+        "then into a generation the cyclic garbage collector no longer scans (gc.freeze): "
+        "full collections get far cheaper; cycles among those objects that die later are "
+        "never collected.",
+    )
     state_dir: Path | None = Field(
         default=None,
         description="Where a service keeps its own state (dedupe log); memory if unset.",

@@ -10,13 +10,15 @@ not weeks.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from adaptmesh_kit.state import open_state_file
 
 RETENTION_SECONDS = 7 * 24 * 3600
 PRUNE_EVERY = 10_000
+# Ids per query: under SQLite's oldest limit on bound parameters (999).
+QUERY_CHUNK = 900
 
 
 class ProcessedLog:
@@ -37,6 +39,20 @@ class ProcessedLog:
             (consumer_group, event_id),
         ).fetchone()
         return row is not None
+
+    def seen_among(self, consumer_group: str, event_ids: Sequence[str]) -> set[str]:
+        """Which of `event_ids` were handled already (one query per chunk, for batches)."""
+        found: set[str] = set()
+        for start in range(0, len(event_ids), QUERY_CHUNK):
+            chunk = event_ids[start : start + QUERY_CHUNK]
+            placeholders = ", ".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT event_id FROM processed"  # noqa: S608  (only placeholders are formatted in)
+                f" WHERE consumer_group = ? AND event_id IN ({placeholders})",
+                (consumer_group, *chunk),
+            )
+            found.update(event_id for (event_id,) in rows)
+        return found
 
     def remember(self, consumer_group: str, event_id: str) -> None:
         now = time.time()

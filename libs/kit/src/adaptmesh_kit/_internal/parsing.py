@@ -20,27 +20,27 @@ async def tolerant_parser(
 ) -> Any:
     """FastStream's parser, minus its crash on non-UTF-8 headers (faststream#2458).
 
-    The parser sees text copies (undecodable bytes replaced); the message keeps the original
-    record, whose exact bytes the dead letter preserves.
+    The parser then sees text copies (undecodable bytes replaced); the message keeps the
+    original record, whose exact bytes the dead letter preserves.
     """
-    if _headers_are_text(record):
+    try:
         return await original(record)
-    message = await original(_readable(record))
-    message.raw_message = record
-    return message
+    except UnicodeDecodeError:
+        message = await original(_readable(record))
+        message.raw_message = record
+        return message
 
 
 async def tolerant_batch_parser(
     records: Sequence[ConsumerRecord[Any, Any]], original: Callable[..., Awaitable[Any]]
 ) -> Any:
     """The same for a batch: one record with a non-UTF-8 header must not lose the others."""
-    if all(_headers_are_text(record) for record in records):
+    try:
         return await original(records)
-    message = await original(
-        tuple(record if _headers_are_text(record) else _readable(record) for record in records)
-    )
-    message.raw_message = records
-    return message
+    except UnicodeDecodeError:
+        message = await original(tuple(_readable(record) for record in records))
+        message.raw_message = records
+        return message
 
 
 async def raw_decoder(message: KafkaMessage, original: Callable[..., Awaitable[Any]]) -> Any:
@@ -60,16 +60,8 @@ def header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
     return None
 
 
-def _headers_are_text(record: ConsumerRecord[Any, Any]) -> bool:
-    try:
-        for _, raw in record.headers:
-            (raw or b"").decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def _readable(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
+    """A copy whose headers are all text."""
     readable = tuple(
         (key, (raw or b"").decode("utf-8", "replace").encode()) for key, raw in record.headers
     )

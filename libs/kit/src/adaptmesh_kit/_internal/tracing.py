@@ -23,7 +23,6 @@ from faststream.kafka.response import KafkaPublishCommand
 from faststream.opentelemetry import TelemetryMiddleware
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind
 
 INSTRUMENTATION_NAME = "adaptmesh_kit"
@@ -58,30 +57,26 @@ def _records_and_publishes(message: Any) -> Any:
     return telemetry_attributes_provider_factory(message)
 
 
-class _HeadersGetter(Getter[Sequence[tuple[str, bytes]]]):
-    """Reads Kafka headers (name, bytes) for a propagator."""
+def creation_context(
+    record: ConsumerRecord[Any, Any], fields: frozenset[str] | None = None
+) -> SpanContext | None:
+    """The span context the record's producer sent along (its `traceparent`), if valid.
 
-    def get(self, carrier: Sequence[tuple[str, bytes]], key: str) -> list[str] | None:
-        values = []
-        for name, raw in carrier:
-            if name == key and raw is not None:
-                try:
-                    values.append(raw.decode("ascii"))
-                except UnicodeDecodeError:
-                    continue
-        return values or None
-
-    def keys(self, carrier: Sequence[tuple[str, bytes]]) -> list[str]:
-        return [name for name, _ in carrier]
-
-
-_HEADERS = _HeadersGetter()
-
-
-def creation_context(record: ConsumerRecord[Any, Any]) -> SpanContext | None:
-    """The span context the record's producer sent along (`traceparent`), if valid."""
-    context = propagate.extract(record.headers, getter=_HEADERS)
-    span_context = trace.get_current_span(context).get_span_context()
+    `fields`: the headers the configured propagator reads (`traceparent`, `tracestate`, ...),
+    when the caller has them at hand already."""
+    fields = fields if fields is not None else frozenset(propagate.get_global_textmap().fields)
+    # One pass over the headers into the propagator's text carrier (it would scan them once
+    # per field it reads).
+    carrier: dict[str, str] = {}
+    for key, raw in record.headers:
+        if key in fields and raw is not None:
+            try:
+                carrier[key] = raw.decode("ascii")
+            except UnicodeDecodeError:
+                continue
+    if not carrier:
+        return None
+    span_context = trace.get_current_span(propagate.extract(carrier)).get_span_context()
     return span_context if span_context.is_valid else None
 
 
@@ -95,10 +90,11 @@ class BatchSpans:
     @contextmanager
     def process(self, topic: str, records: Sequence[ConsumerRecord[Any, Any]]) -> Iterator[Span]:
         """A current span for processing `records` of `topic`, linked to each one's trace."""
+        fields = frozenset(propagate.get_global_textmap().fields)
         links = [
             Link(span_context)
             for record in records
-            if (span_context := creation_context(record)) is not None
+            if (span_context := creation_context(record, fields)) is not None
         ]
         attributes: dict[str, str | int] = {
             MESSAGING_SYSTEM: "kafka",
