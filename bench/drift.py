@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -45,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ from bench.drift_streams import SCENARIOS, Prepared, Run, Scenario
 ALIBI_SCRIPT = Path(__file__).with_name("drift_alibi.py")
 ALIBI_REQUIREMENTS = ("alibi-detect[torch]==0.13.*", "torch==2.15.0")
 ALIBI_OUT = Path(".mesh/bench-drift/alibi.json")
+OURS_OUT = Path(".mesh/bench-drift/ours.json")
 RESULTS_OUT = Path(".mesh/bench-drift/results.json")
 ALIBI_SCENARIOS: tuple[Scenario, ...] = ("unseen-topics", "topic-mix")
 TARGET_RATIO = 1.0
@@ -123,6 +125,17 @@ class RunOutcome:
         return None if first is None or c is None else first - c + 1
 
     @property
+    def false_alarm_detectors(self) -> list[str]:
+        c = self.change_point
+        if not self.detectors:  # Alibi: one detector, unnamed
+            return []
+        return [
+            detector
+            for index, detector in zip(self.detections, self.detectors, strict=True)
+            if c is None or index < c
+        ]
+
+    @property
     def first_detector(self) -> str | None:
         first = self.first_after
         if first is None or not self.detectors:
@@ -140,6 +153,7 @@ class Summary:
     false_alarms: int
     clean_steps: int
     first_detectors: Mapping[str, int]
+    false_alarm_detectors: Mapping[str, int]
 
     @property
     def mean_delay(self) -> float:
@@ -164,6 +178,7 @@ class Summary:
             "clean_steps": self.clean_steps,
             "false_alarms_per_1000": _finite_or_none(self.false_alarms_per_1000),
             "first_detectors": dict(self.first_detectors),
+            "false_alarm_detectors": dict(self.false_alarm_detectors),
         }
 
 
@@ -181,6 +196,7 @@ def summarise(outcomes: Sequence[RunOutcome]) -> Summary:
         false_alarms=sum(o.false_alarms for o in outcomes),
         clean_steps=sum(o.clean_steps for o in outcomes),
         first_detectors=dict(firsts),
+        false_alarm_detectors=dict(Counter(d for o in outcomes for d in o.false_alarm_detectors)),
     )
 
 
@@ -382,6 +398,8 @@ class MeshReplay:
 
 
 async def replay(prepared: Sequence[Prepared], work: Path, bootstrap: str) -> MeshReplay:
+    # drift-sensing logs a WARNING per alarm; the bench reads every alarm from the topic.
+    logging.getLogger("adaptmesh_drift").setLevel(logging.ERROR)
     artifact_root = f"file://{work / 'artifacts'}"
     store = ArtifactStore(artifact_root)
     user_settings = MeshSettings(kafka_bootstrap_servers=bootstrap, artifact_root=artifact_root)
@@ -454,7 +472,7 @@ async def _drained(service: MeshApp, reader: AlarmReader, bootstrap: str) -> Non
     raise TimeoutError(f"drift-sensing did not consume the runs in {DRAIN_TIMEOUT_SECONDS:.0f}s")
 
 
-def mesh_outcomes(alarms: Sequence[DriftDetected], prepared: Prepared) -> list[RunOutcome]:
+def mesh_outcomes(alarms: Sequence[Sequence[Any]], prepared: Prepared) -> list[RunOutcome]:
     """Each run's alarms, placed at the index of the record that tipped them."""
     where = {
         record.prediction_id: (run.run_id, index)
@@ -462,10 +480,10 @@ def mesh_outcomes(alarms: Sequence[DriftDetected], prepared: Prepared) -> list[R
         for index, record in enumerate(run.records)
     }
     found: dict[str, list[tuple[int, str]]] = {run.run_id: [] for run in prepared.runs}
-    for alarm in alarms:
-        place = where.get(alarm.trigger_prediction_id or "")
+    for _, trigger, detector in alarms:
+        place = where.get(trigger or "")
         if place is not None:
-            found[place[0]].append((place[1], alarm.detector))
+            found[place[0]].append((place[1], detector))
     outcomes = []
     for run in prepared.runs:
         ordered = sorted(found[run.run_id])
@@ -473,22 +491,28 @@ def mesh_outcomes(alarms: Sequence[DriftDetected], prepared: Prepared) -> list[R
     return outcomes
 
 
-def mesh_side(
-    prepared: Sequence[Prepared], work: Path
-) -> tuple[dict[str, list[RunOutcome]], MeshReplay]:
+def mesh_side(work: Path, prepared: Sequence[Prepared], out: Path) -> dict[str, Any]:
+    """Replay the runs through drift-sensing; its alarms (domain, trigger prediction id,
+    detector) are written to `out` at once, so the report can be made again from them."""
     with EmbeddedKafka(jars_dir=ensure_kafka_jars(), data_dir=work / "kafka") as kafka:
         print(f"mesh: Kafka up at {kafka.bootstrap_servers}", flush=True)
         result = asyncio.run(replay(prepared, work, kafka.bootstrap_servers))
-    ours = {item.dataset.name: mesh_outcomes(result.alarms, item) for item in prepared}
-    placed = sum(len(o.detections) for outcomes in ours.values() for o in outcomes)
-    unplaced = len(result.alarms) - placed
     print(
-        f"mesh: {len(result.alarms)} drift.detected read ({unplaced} not placed on a run "
-        f"record); {result.records:,} records consumed {result.drain_seconds:.1f}s after the "
-        f"first was published ({result.records / result.drain_seconds:,.0f} records/s)",
+        f"mesh: {len(result.alarms)} drift.detected read; {result.records:,} records consumed "
+        f"{result.drain_seconds:.1f}s after the first was published "
+        f"({result.records / result.drain_seconds:,.0f} records/s)",
         flush=True,
     )
-    return ours, result
+    raw = {
+        "records": result.records,
+        "arm_seconds": result.arm_seconds,
+        "publish_seconds": result.publish_seconds,
+        "drain_seconds": result.drain_seconds,
+        "alarms": [[a.domain, a.trigger_prediction_id, a.detector] for a in result.alarms],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(raw))
+    return raw
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -519,6 +543,10 @@ def _fa(summary: Summary | None) -> str:
     return f"{summary.false_alarms_per_1000:.2f} ({summary.false_alarms})"
 
 
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
+
+
 def report(
     prepared: Sequence[Prepared],
     ours: Mapping[str, Sequence[RunOutcome]] | None,
@@ -535,6 +563,7 @@ def report(
     )
     results: dict[str, Any] = {"ert": policy.ert, "window": policy.window, "datasets": {}}
     cell_ratios: list[float] = []
+    clean: dict[tuple[str, str], list[Summary]] = defaultdict(list)
     no_drift: dict[str, list[Summary]] = {"ours": [], "alibi": []}
     for item in prepared:
         name = item.dataset.name
@@ -573,8 +602,13 @@ def report(
                 f"  {shown:>6}"
             )
             if mine is not None and mine.first_detectors:
-                firsts = ", ".join(f"{d} {n}" for d, n in sorted(mine.first_detectors.items()))
-                print(f"  {'':<15}       first alarm after the change by: {firsts}")
+                print(f"{'':<24}first alarm after the change: {_counts(mine.first_detectors)}")
+            if mine is not None and mine.false_alarm_detectors:
+                print(f"{'':<24}false alarms: {_counts(mine.false_alarm_detectors)}")
+            if mine is not None:
+                clean[("ours", name)].append(mine)
+            if scenario != "feedback-noise":
+                clean[("alibi", name)].append(summarise(alibi_by[scenario]))
             per_scenario[scenario] = {
                 "ours": mine.as_json() if mine is not None else None,
                 "alibi": theirs.as_json() if theirs is not None else None,
@@ -595,6 +629,14 @@ def report(
             f"alarms) -> {'within' if rate <= promise else 'ABOVE'} the promise"
         )
         results[f"{side}_false_alarms_per_1000"] = rate
+    for (side, name), summaries in clean.items():
+        alarms = sum(s.false_alarms for s in summaries)
+        steps = sum(s.clean_steps for s in summaries)
+        print(
+            f"{side}, {name}, every clean step (no-drift runs and every run before its change"
+            f"{'' if side == 'ours' else ', feedback-noise left out'}): {alarms} false alarms "
+            f"in {steps:,} steps = {alarms * 1000 / steps:.2f} per 1,000"
+        )
     if ours is None:
         print("ratio: n/a (the service was not run: --skip-mesh)")
         return results
@@ -631,21 +673,24 @@ def main(args: argparse.Namespace) -> None:
         alibi_result = run_alibi(args.streams, ALIBI_OUT, args.n_bootstraps)
     alibi = {item.dataset.name: alibi_outcomes(alibi_result, item) for item in prepared}
     ours: dict[str, list[RunOutcome]] | None = None
-    mesh: MeshReplay | None = None
-    if not args.skip_mesh:
+    mesh: dict[str, Any] | None = None
+    if args.ours_results is not None:
+        mesh = json.loads(args.ours_results.read_text())
+        print(f"mesh: drift-sensing's alarms read from {args.ours_results}", flush=True)
+    elif not args.skip_mesh:
         with tempfile.TemporaryDirectory(prefix="bench-drift-") as work:
-            ours, mesh = mesh_side(prepared, Path(work))
+            mesh = mesh_side(Path(work), prepared, OURS_OUT)
+    if mesh is not None:
+        ours = {item.dataset.name: mesh_outcomes(mesh["alarms"], item) for item in prepared}
+        placed = sum(len(o.detections) for outcomes in ours.values() for o in outcomes)
+        if placed != len(mesh["alarms"]):
+            print(f"mesh: {len(mesh['alarms']) - placed} alarms not placed on a run record")
     results = report(prepared, ours, alibi, policy)
     results["alibi"] = {
         k: alibi_result[k] for k in ("detector", "versions", "n_bootstraps") if k in alibi_result
     }
     if mesh is not None:
-        results["mesh"] = {
-            "records": mesh.records,
-            "alarms": len(mesh.alarms),
-            "publish_seconds": mesh.publish_seconds,
-            "drain_seconds": mesh.drain_seconds,
-        }
+        results["mesh"] = {k: v for k, v in mesh.items() if k != "alarms"}
     RESULTS_OUT.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_OUT.write_text(json.dumps(results, indent=1))
     print(f"(results in {RESULTS_OUT})")
@@ -662,6 +707,13 @@ if __name__ == "__main__":
         type=Path,
         default=None,
         help="read Alibi's detections from this file instead of running it",
+    )
+    parser.add_argument(
+        "--ours-results",
+        type=Path,
+        default=None,
+        help=f"read drift-sensing's alarms from this file (as {OURS_OUT} is written) instead "
+        "of running the service",
     )
     parser.add_argument(
         "--skip-mesh", action="store_true", help="Alibi only (the service is not run)"
