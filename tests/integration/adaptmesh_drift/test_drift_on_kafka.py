@@ -46,6 +46,7 @@ from tests.integration.adaptmesh_drift.wire import (
     promote,
     recording_tracer,
     request_of,
+    running,
     saved_observations,
     send,
     send_events,
@@ -306,28 +307,25 @@ async def test_a_restart_mid_window_alarms_on_the_same_record_as_no_restart(
     profile = world.profile(300, domain="fin", **POLICY)
     stream = logged("fin", shifting(world))
 
-    # Without a restart: where the alarm comes.
+    # Two runs on their own topics, started together: one without a restart (where does the
+    # alarm come?), and one that stops a few records before that, mid-window.
     straight = drift_settings(kafka_bootstrap, f"{unique_name}-straight", tmp_path)
-    async with build_app(straight) as app:
-        assert isinstance(app, DriftSensingApp)
-        await promote(app, profile)
-        straight_sent = await send_events(kafka_bootstrap, straight, stream)
-        [record] = await read_records(kafka_bootstrap, stream_topic(straight, Stream.DRIFT), 1)
-    baseline = drift_of(record)
-    trigger = index_of(baseline.trigger_prediction_id)
-    # Stop after the shift began, a few records before that alarm: mid-window.
-    split = trigger - 3
-    assert split > STEADY, f"the alarm at record {trigger} comes too early for this test"
-
-    # The same profile and records, with a restart between records split - 1 and split.
     state_dir = tmp_path / "state"
     settings = drift_settings(
         kafka_bootstrap, f"{unique_name}-restarted", tmp_path, state_dir=state_dir
     )
     drift_topic = stream_topic(settings, Stream.DRIFT)
-    async with build_app(settings) as first:
-        assert isinstance(first, DriftSensingApp)
+    uninterrupted, first = build_app(straight), build_app(settings)
+    async with running(uninterrupted, first):
+        await promote(uninterrupted, profile)
         await promote(first, profile)
+        straight_sent = await send_events(kafka_bootstrap, straight, stream)
+        [record] = await read_records(kafka_bootstrap, stream_topic(straight, Stream.DRIFT), 1)
+        baseline = drift_of(record)
+        trigger = index_of(baseline.trigger_prediction_id)
+        # Stop after the shift began, a few records before that alarm: mid-window.
+        split = trigger - 3
+        assert split > STEADY, f"the alarm at record {trigger} comes too early for this test"
         before = await send_events(kafka_bootstrap, settings, stream[:split])
         await eventually(
             lambda: saved_observations(state_dir, "fin") == split,
@@ -339,6 +337,8 @@ async def test_a_restart_mid_window_alarms_on_the_same_record_as_no_restart(
     async with build_app(settings):
         after = await send_events(kafka_bootstrap, settings, stream[split:])
         await read_records(kafka_bootstrap, drift_topic, 1)
+        # The count carried on from the saved state too.
+        await eventually(lambda: saved_observations(state_dir, "fin") == len(stream), 30)
         records = await everything_on(kafka_bootstrap, drift_topic, quiet_seconds=0.5)
     [alarm] = [drift_of(record) for record in records]
     # The restored window carries on exactly: the same record tips it, with the same window
@@ -397,7 +397,7 @@ async def test_two_instances_split_the_domains_and_each_shift_is_detected_once(
     (provider_one, spans_one), (provider_two, spans_two) = recording_tracer(), recording_tracer()
     one = build_app(settings, tracer_provider=provider_one)
     two = build_app(settings, tracer_provider=provider_two)
-    async with one, two:
+    async with running(one, two):
         # Every member has joined (no rebalance still to come) and each holds some partitions.
         await eventually(
             lambda: all(

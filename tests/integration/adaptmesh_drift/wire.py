@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -18,6 +20,7 @@ from opentelemetry.trace import SpanKind
 
 from adaptmesh_drift.app import SERVICE, DriftSensingApp
 from adaptmesh_drift.settings import DriftSettings
+from adaptmesh_kit import MeshApp
 from adaptmesh_schemas import MeshEvent, Stream, topic_name
 from adaptmesh_schemas.documents import ReferenceProfile
 from adaptmesh_schemas.events import DriftDetected, ModelReady, RetrainRequested
@@ -35,6 +38,20 @@ def drift_settings(bootstrap: str, name: str, tmp_path: Path, **overrides: Any) 
     overrides.setdefault("consumer_group", f"adaptmesh.{SERVICE}.{name}")
     base = mesh_settings(bootstrap, name, tmp_path, **overrides)
     return DriftSettings(**{**base.model_dump(), **drift})
+
+
+@asynccontextmanager
+async def running(*apps: MeshApp) -> AsyncIterator[None]:
+    """Start `apps` together and stop them together: a start waits for each of the app's
+    consumer-group members to be assigned partitions (seconds each), and these waits overlap."""
+    started = await asyncio.gather(*(app.start() for app in apps), return_exceptions=True)
+    try:
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        yield
+    finally:
+        await asyncio.gather(*(app.stop() for app in apps))
 
 
 def new_traceparent() -> tuple[str, str]:
