@@ -40,12 +40,7 @@ from adaptmesh_kit._internal.discipline import Defect, Discipline
 from adaptmesh_kit._internal.heap import freeze_startup_heap
 from adaptmesh_kit._internal.idempotency import ProcessedLog
 from adaptmesh_kit._internal.offsets import CommitOnRevoke, HandledOffsets
-from adaptmesh_kit._internal.parsing import (
-    header,
-    raw_decoder,
-    tolerant_batch_parser,
-    tolerant_parser,
-)
+from adaptmesh_kit._internal.parsing import batch_message, header, raw_decoder, tolerant_parser
 from adaptmesh_kit._internal.provisioning import provision_topics
 from adaptmesh_kit._internal.records import RecordConsumer
 from adaptmesh_kit._internal.subscriptions import (
@@ -269,11 +264,7 @@ class MeshApp:
 
     def _subscribe_batches(self, stream: Stream, subscription: BatchSubscription) -> None:
         consumer = BatchConsumer(self._discipline, stream, subscription, self._batch_spans)
-
-        async def consume(message: KafkaMessage) -> None:
-            await consumer.consume(message.raw_message, message.consumer)
-
-        self.broker.subscriber(
+        subscriber = self.broker.subscriber(
             self.topic(stream),
             batch=True,
             max_records=subscription.max_records,
@@ -283,10 +274,16 @@ class MeshApp:
             max_poll_interval_ms=self.settings.max_poll_interval_ms,
             ack_policy=AckPolicy.MANUAL,
             listener=CommitOnRevoke(self._offsets),
-            parser=tolerant_batch_parser,
+            parser=batch_message,
             decoder=raw_decoder,
             title=f"{self.service}:{stream.value}",
-        )(consume)
+        )
+
+        async def consume(message: KafkaMessage) -> None:
+            # The subscriber's consumer fetched the batch: it commits the batch's offsets.
+            await consumer.consume(message.raw_message, subscriber.consumer)
+
+        subscriber(consume)
 
     def _context_for(self, envelope: Envelope, record: ConsumerRecord[Any, Any]) -> EventContext:
         return EventContext(envelope, record.topic, record.partition, record.offset, self)
