@@ -290,6 +290,7 @@ async def test_a_shift_publishes_drift_detected_then_a_retrain_traced_to_its_inf
     trace = trace_of(drift_request)
     assert trace_of(fin_drift_record) == trace
     [alarming_batch] = [s for s in batch_spans(spans, inference) if span_trace(s) == trace]
+    assert alarming_batch.dropped_links == 0
     links = linked_traces(alarming_batch)
     fin_sent = sent["fin"]
     assert fin_sent[index_of(fin_alarm.trigger_prediction_id)].trace_id in links
@@ -450,6 +451,7 @@ async def test_two_instances_split_the_domains_and_each_shift_is_detected_once(
             for span in batch_spans(spans, inference)
             if span_trace(span) == trace_of(record)
         ]
+        assert span.dropped_links == 0
         assert trigger.trace_id in linked_traces(span)
         assert trigger.partition == partition_of(alarm.domain, partitions) == record.partition
         assert trigger.partition in held[name]

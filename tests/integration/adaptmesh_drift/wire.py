@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind
 from adaptmesh_drift.app import SERVICE, DriftSensingApp
 from adaptmesh_drift.settings import DriftSettings
 from adaptmesh_kit import MeshApp
+from adaptmesh_kit.telemetry import LINKS_PER_SPAN
 from adaptmesh_schemas import MeshEvent, Stream, topic_name
 from adaptmesh_schemas.documents import ReferenceProfile
 from adaptmesh_schemas.events import DriftDetected, ModelReady, RetrainRequested
@@ -179,8 +180,10 @@ def trace_of(record: Record) -> str:
 
 
 def recording_tracer() -> tuple[TracerProvider, InMemorySpanExporter]:
+    """A tracer provider keeping its spans in memory. Its spans take as many links as the
+    kit's own provider allows (the SDK's default, 128, would drop most of a full batch's)."""
     spans = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(span_limits=SpanLimits(max_links=LINKS_PER_SPAN))
     provider.add_span_processor(SimpleSpanProcessor(spans))
     return provider, spans
 
