@@ -509,13 +509,13 @@ async def test_malformed_records_are_dead_lettered_once_and_the_valid_ones_still
     for n, (headers, body) in enumerate(bad_inference.values()):
         inference_records.insert(STEADY + 2 * n, ("fin", headers, body))
 
-    rng_world = world.records(90)
-    verdicts = [n < 30 or n % 5 == 0 for n in range(len(rng_world))]
+    answered = world.records(90)
+    verdicts = [n < 30 or n % 5 == 0 for n in range(len(answered))]
     valid_feedback = [
         ("legal", *record_of(record.feedback("legal", n, correct=right))[:2])
-        for n, (record, right) in enumerate(zip(rng_world, verdicts, strict=True))
+        for n, (record, right) in enumerate(zip(answered, verdicts, strict=True))
     ]
-    feedback_headers, feedback_body, _ = record_of(rng_world[0].feedback("legal", 999))
+    feedback_headers, feedback_body, _ = record_of(answered[0].feedback("legal", 999))
     no_label = {k: v for k, v in json.loads(feedback_body).items() if k != "true_label"}
     feedback_records = list(valid_feedback)
     feedback_records.insert(32, ("legal", feedback_headers, json.dumps(no_label).encode()))
