@@ -138,8 +138,9 @@ class DriftPolicy(Value):
         default=500,
         ge=20,
         le=1_000_000,
-        description="Expected run time between false alarms, in records of the stream watched: "
-        "the combined false-alarm rate of all detectors is at most 1/ert per record.",
+        description="Expected run time between false alarms, in records of the stream watched "
+        "(inference records, feedback): the combined false-alarm rate of the detectors "
+        "watching a stream is at most 1/ert per record of it.",
     )
     window: int = Field(
         default=20,

@@ -126,12 +126,13 @@ class DriftHandlers:
     ) -> list[tuple[Delivery[Any], str]]:
         """Feed a batch of inference records to their domains' watches."""
         await self._catch_up_once()
+        watches = await self._watches({delivery.event.domain for delivery in batch})
         rejected: list[tuple[Delivery[Any], str]] = []
         touched: set[str] = set()
         for delivery in batch:
             record: InferenceLogged = delivery.event
             self._remember_prediction(record)
-            watch = await self._watch(record.domain)
+            watch = watches[record.domain]
             if watch is None or record.model_version != watch.model_version:
                 continue  # nothing watches it, or another model answered: says nothing here
             try:
@@ -158,10 +159,11 @@ class DriftHandlers:
     ) -> list[tuple[Delivery[Any], str]]:
         """Feed ground truth to the feedback detectors of its domain's production model."""
         await self._catch_up_once()
+        watches = await self._watches({delivery.event.domain for delivery in batch})
         touched: set[str] = set()
         for delivery in batch:
             feedback: FeedbackSubmitted = delivery.event
-            watch = await self._watch(feedback.domain)
+            watch = watches[feedback.domain]
             if watch is None:
                 continue
             answered = self._predictions.get(feedback.prediction_id)
@@ -184,9 +186,18 @@ class DriftHandlers:
         await asyncio.to_thread(self.monitor.save, sorted(touched))
         return []
 
-    async def _watch(self, domain: str) -> DomainWatch | None:
-        # Arming loads a profile and may simulate for a second: off the event loop.
-        return await asyncio.to_thread(self.monitor.watch, domain)
+    async def _watches(self, domains: set[str]) -> dict[str, DomainWatch | None]:
+        """The watch of each domain in a batch, resolved once per batch; arming loads a
+        profile and may simulate for a second, so a domain not armed yet is armed off the
+        event loop (one thread hop per batch, not per record)."""
+        armed = {domain: self.monitor.armed(domain) for domain in domains}
+        if all(found is not False for found in armed.values()):
+            return {domain: found or None for domain, found in armed.items()}
+
+        def arm_all() -> dict[str, DomainWatch | None]:
+            return {domain: self.monitor.watch(domain) for domain in domains}
+
+        return await asyncio.to_thread(arm_all)
 
     async def _catch_up_once(self) -> None:
         """Before the first batch: read every model.ready written so far, so records are

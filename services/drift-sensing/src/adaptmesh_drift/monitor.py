@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from adaptmesh_drift.decisions import untrainable_because
 from adaptmesh_drift.reference import ReferenceData
@@ -174,6 +175,14 @@ class DriftMonitor:
     def why_unwatched(self, domain: str) -> str | None:
         return self._unwatched.get(domain)
 
+    def armed(self, domain: str) -> DomainWatch | Literal[False] | None:
+        """Without blocking: the domain's watch, None when it has none to arm, or False when
+        `watch()` must be called to arm it."""
+        watch = self._watches.get(domain)
+        if watch is not None or domain in self._unwatched or domain not in self._champions:
+            return watch
+        return False
+
     def watch(self, domain: str) -> DomainWatch | None:
         """The armed watch of the domain's production model (arming it now if needed), or
         None when there is nothing to watch (no champion, no profile, no detector armed).
@@ -193,14 +202,14 @@ class DriftMonitor:
         saved = self.state.load_watch(domain)
         if saved is not None and armed.restore(saved):
             log.info("%s: the watch of %s carries on from saved state", domain, armed.model_version)
-        policy = armed.reference.policy
         log.info(
-            "%s: watching %s with %s (ERT %d each, window %d)",
+            "%s: watching %s with %s",
             domain,
             armed.model_version,
-            ", ".join(armed.detectors),
-            len(self.detectors) * policy.ert,
-            policy.window,
+            ", ".join(
+                f"{name} (ERT {d.budget.ert:g}, window {d.budget.window})"
+                for name, d in armed.detectors.items()
+            ),
         )
         self._watches[domain] = armed
         return armed

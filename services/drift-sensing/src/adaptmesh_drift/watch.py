@@ -1,16 +1,17 @@
 """One domain's production model under watch: its armed detectors, recent inputs, alarms.
 
 When a model is promoted, every configured detector is calibrated on the model's reference
-profile. The domain's false-alarm budget is shared: with K detectors each is calibrated to an
-ERT of K x `drift.ert`, so the combined alarm (any detector) fires on a no-drift stream at most
-once every `drift.ert` records on average (the union bound). After an alarm the detectors of the
+profile. The false-alarm budget of each stream (inference records, feedback) is shared by the
+detectors watching it: with K of them each is calibrated to an ERT of K x `drift.ert`, so their
+combined alarm (any of them) fires on a no-drift stream at most once every `drift.ert` records
+of that stream on average (the union bound). After an alarm the detectors of the
 stream that alarmed re-arm: they start again from their reference window.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -86,12 +87,15 @@ def arm(
     """Calibrate the named detectors on `reference` (or take their cached calibration)."""
     cache = cache or NoCache()
     policy = reference.policy
-    ert = float(policy.ert) * max(1, len(names))
+    classes = {name: detector_class(name) for name in names}
+    sharing = Counter(cls.watches for cls in classes.values())
     detectors: dict[str, Detector] = {}
     unarmed: dict[str, str] = {}
-    for name in names:
-        cls = detector_class(name)
-        budget = Budget(ert=ert, window=policy.window * getattr(cls, "window_factor", 1))
+    for name, cls in classes.items():
+        budget = Budget(
+            ert=float(policy.ert) * sharing[cls.watches],
+            window=policy.window * getattr(cls, "window_factor", 1),
+        )
         key = (
             f"{name}:{CALIBRATION_VERSION}:{reference.profile_sha256}:"
             f"{budget.ert:g}:{budget.window}"
