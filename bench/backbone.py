@@ -1,13 +1,27 @@
-"""Benchmark: publish -> subscribe throughput through `create_app` vs raw aiokafka.
+"""Benchmark: throughput through `create_app` vs raw aiokafka, per record and in batches.
 
     make bench-backbone            # or: uv run python -m bench.backbone --messages 5000
 
-Both sides move the same records (same body, same CloudEvents headers, same count) through the
-same broker, producer and consumer in one process, timed from the first publish to the last
-record handled. The kit side runs everything a service runs: OpenTelemetry spans on publish and
-consume (exported through a BatchSpanProcessor to an exporter that drops them), envelope and
-schema validation, dedupe by ce_id, dead-letter checks and commit-after-handle. Rounds alternate
-raw/kit so drift on a noisy machine hits both; the medians make the ratio.
+Per record (`handles`): both sides move the same records (same body, same CloudEvents headers,
+same count) through the same broker, producer and consumer in one process, timed from the first
+publish to the last record handled. The kit side runs everything a service runs: OpenTelemetry
+spans on publish and consume (exported through a BatchSpanProcessor to an exporter that drops
+them), envelope and schema validation, dedupe by ce_id, dead-letter checks and
+commit-after-handle. Its ratio is printed as `per_record_ratio:`.
+
+In batches (`handles_batch`): the records (CloudEvents headers plus the `traceparent` of an
+upstream producer) are written to a topic first, then each side consumes all of them: raw
+aiokafka with `getmany`, reading the envelope and validating the body of each record, checking
+each id in a durable SQLite dedupe table, then remembering the batch's ids in one transaction
+and committing after each batch; the kit with a `handles_batch` handler, which does the same
+plus a span per batch linked to every record. Timed from the first batch handled to the last
+(so joining the group is not), each side counting the records it handled. Its ratio is the
+last line, `ratio:`. References beside it: the kit with sampling off (links and spans not
+recorded), and raw aiokafka that also keeps each batch's envelopes and events until the batch is
+done, as handing them to a handler in one call requires.
+
+Rounds alternate the variants so drift on a noisy machine hits all of them; the medians make
+the ratios.
 """
 
 from __future__ import annotations
@@ -15,12 +29,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -35,8 +51,16 @@ from opentelemetry.sdk.trace.sampling import (
 )
 
 from adaptmesh_embedded import EmbeddedKafka, ensure_kafka_jars
-from adaptmesh_kit import EventContext, MeshSettings, create_app
-from adaptmesh_schemas import Envelope, Stream, decode_event, encode_event, read_envelope
+from adaptmesh_kit import Delivery, EventContext, MeshSettings, create_app, provision_topics
+from adaptmesh_schemas import (
+    Envelope,
+    MeshEvent,
+    Stream,
+    decode_event,
+    encode_event,
+    read_envelope,
+    topic_name,
+)
 from adaptmesh_schemas.events import DataBatchSubmitted
 from adaptmesh_schemas.values import LabelledExample
 
@@ -158,9 +182,264 @@ async def _rate(run: Awaitable[tuple[float, int]]) -> float:
     return rate
 
 
-async def main(messages: int, body_bytes: int, rounds: int) -> None:
+async def per_record_rounds(
+    bootstrap: str, work: Path, messages: int, body_bytes: int, rounds: int
+) -> None:
     events = make_events(messages, body_bytes)
     record_bytes = len(encode_event(events[0]))
+    print(f"per record: {messages} messages of {record_bytes} bytes; {rounds} rounds")
+    # Warm-up, not counted: the broker's JIT and page cache make early rounds slower.
+    await run_raw(bootstrap, events)
+    await run_kit(bootstrap, events, work)
+    # The headline pair, plus references that show where the difference goes: the kit with
+    # 10% head sampling and with sampling off (spans not recorded), and raw aiokafka that
+    # also reads the envelope and validates each body.
+    variants: dict[str, Callable[[], Awaitable[float]]] = {
+        "raw aiokafka": lambda: run_raw(bootstrap, events),
+        "create_app": lambda: _rate(run_kit(bootstrap, events, work)),
+        "create_app, 10% sampled": lambda: _rate(
+            run_kit(bootstrap, events, work, sampler=ParentBased(TraceIdRatioBased(0.1)))
+        ),
+        "create_app, sampling off": lambda: _rate(
+            run_kit(bootstrap, events, work, sampler=ALWAYS_OFF)
+        ),
+        "raw aiokafka + decode/validate": lambda: run_raw(bootstrap, events, decode=True),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for round_number in range(1, rounds + 1):
+        for name, run in variants.items():
+            rates[name].append(await run())
+        print(
+            f"per-record round {round_number}: "
+            + ", ".join(f"{name} {values[-1]:,.0f}" for name, values in rates.items())
+            + " msg/s"
+        )
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    raw = medians["raw aiokafka"]
+    kit = medians["create_app"]
+    for name, value in medians.items():
+        print(f"median {name:32} {value:9,.0f} msg/s  ({value / raw:.2f} of raw)")
+    print(f"per_record_ratio: {kit / raw:.2f}")
+
+
+# -- in batches ---------------------------------------------------------------------------------
+
+Record = tuple[bytes, list[tuple[str, bytes]]]
+
+
+def traced_records(events: list[DataBatchSubmitted]) -> list[Record]:
+    """Bodies and headers as an upstream service writes them: CloudEvents plus its trace."""
+    records: list[Record] = []
+    for event in events:
+        headers = Envelope.for_event(event, source="urn:bench").to_headers()
+        traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+        records.append((encode_event(event), [*headers, ("traceparent", traceparent.encode())]))
+    return records
+
+
+async def fill_topic(bootstrap: str, topic: str, records: list[Record]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for body, headers in records:
+            await producer.send(topic, body, key=b"bench", headers=headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+class RawDedupe:
+    """The same table, pragmas and statements as the kit's processed-id log."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE processed (consumer_group TEXT NOT NULL, event_id TEXT NOT NULL,"
+            " handled_at REAL NOT NULL, PRIMARY KEY (consumer_group, event_id)) WITHOUT ROWID"
+        )
+
+    def seen(self, group: str, event_id: str) -> bool:
+        return (
+            self._db.execute(
+                "SELECT 1 FROM processed WHERE consumer_group = ? AND event_id = ?",
+                (group, event_id),
+            ).fetchone()
+            is not None
+        )
+
+    def remember_many(self, group: str, event_ids: Iterable[str]) -> None:
+        now = time.time()
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT OR IGNORE INTO processed VALUES (?, ?, ?)",
+            [(group, event_id, now) for event_id in event_ids],
+        )
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class BatchClock:
+    """Times from the end of the first batch handled to the end of the last."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.handled = 0
+        self._first = 0
+        self._started = 0.0
+        self._finished = 0.0
+
+    def handled_batch(self, records: int) -> bool:
+        """Count a handled batch; True once all records are handled."""
+        self.handled += records
+        now = time.perf_counter()
+        if not self._first:
+            self._first, self._started = self.handled, now
+        if self.handled >= self.total:
+            self._finished = now
+            return True
+        return False
+
+    @property
+    def rate(self) -> float:
+        return (self.handled - self._first) / (self._finished - self._started)
+
+
+async def run_raw_batches(
+    bootstrap: str, topic: str, total: int, batch_size: int, work: Path, *, keep: bool = False
+) -> float:
+    """`keep`: also hold each batch's envelopes and events until the batch is done, as a
+    consumer that hands them to a handler in one call must (a reference, not the baseline)."""
+    group = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    dedupe = RawDedupe(work / f"{group}.sqlite3")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    clock = BatchClock(total)
+    try:
+        done = False
+        while not done:
+            batch = await consumer.getmany(timeout_ms=100, max_records=batch_size)
+            if not batch:
+                continue
+            fresh: dict[str, None] = {}  # ids in order, and a duplicate in the batch is seen
+            kept: list[tuple[Envelope, MeshEvent]] = []
+            count = 0
+            for records in batch.values():
+                for record in records:
+                    count += 1
+                    envelope = read_envelope(record.headers)
+                    if envelope.id in fresh or dedupe.seen(group, envelope.id):
+                        continue
+                    event = decode_event(envelope, record.value)
+                    fresh[envelope.id] = None
+                    if keep:
+                        kept.append((envelope, event))
+            done = clock.handled_batch(count)
+            kept.clear()
+            dedupe.remember_many(group, fresh)
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+        dedupe.close()
+    return clock.rate
+
+
+async def run_kit_batches(
+    settings: MeshSettings, total: int, batch_size: int, sampler: Sampler | None = None
+) -> float:
+    settings = settings.model_copy(update={"consumer_group": f"bench-kit-{uuid.uuid4().hex[:8]}"})
+    exporter = DroppingExporter()
+    provider = TracerProvider(sampler=sampler) if sampler else TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    app = create_app(settings, "bench", tracer_provider=provider)
+    clock = BatchClock(total)
+    done = asyncio.Event()
+
+    @app.handles_batch(Stream.CHANGES, DataBatchSubmitted, max_records=batch_size)
+    async def on_batches(deliveries: Sequence[Delivery[DataBatchSubmitted]]) -> None:
+        if clock.handled_batch(len(deliveries)):
+            done.set()
+
+    async with app:
+        await done.wait()
+    provider.shutdown()
+    return clock.rate
+
+
+async def batch_rounds(
+    bootstrap: str, work: Path, messages: int, body_bytes: int, batch_size: int, rounds: int
+) -> None:
+    records = traced_records(make_events(messages, body_bytes))
+    print(
+        f"in batches: {messages} records of {len(records[0][0])} bytes written first, "
+        f"up to {batch_size} a batch; {rounds} rounds"
+    )
+
+    async def filled_topic() -> MeshSettings:
+        prefix = f"bench-{uuid.uuid4().hex[:8]}."
+        settings = MeshSettings(
+            kafka_bootstrap_servers=bootstrap,
+            topic_prefix=prefix,
+            topic_partitions=1,
+            artifact_root=f"file://{work}/artifacts",
+            state_dir=work / prefix,  # a durable dedupe log, as services run with
+        )
+        await provision_topics(settings)
+        await fill_topic(bootstrap, topic_name(Stream.CHANGES, prefix), records)
+        return settings
+
+    def variants(settings: MeshSettings) -> dict[str, Callable[[], Awaitable[float]]]:
+        topic = topic_name(Stream.CHANGES, settings.topic_prefix)
+        return {
+            "raw aiokafka getmany": lambda: run_raw_batches(
+                bootstrap, topic, messages, batch_size, work
+            ),
+            "raw aiokafka getmany, batch kept": lambda: run_raw_batches(
+                bootstrap, topic, messages, batch_size, work, keep=True
+            ),
+            "handles_batch": lambda: run_kit_batches(settings, messages, batch_size),
+            "handles_batch, sampling off": lambda: run_kit_batches(
+                settings, messages, batch_size, sampler=ALWAYS_OFF
+            ),
+        }
+
+    # Warm-up, not counted.
+    for run in variants(await filled_topic()).values():
+        await run()
+    rates: dict[str, list[float]] = {}
+    for round_number in range(1, rounds + 1):
+        # Every variant reads the same records of one topic (each in its own group); the
+        # order turns around each round so that none always reads first.
+        runs = list(variants(await filled_topic()).items())
+        if round_number % 2 == 0:
+            runs.reverse()
+        for name, run in runs:
+            rates.setdefault(name, []).append(await run())
+        print(
+            f"batch round {round_number}: "
+            + ", ".join(f"{name} {values[-1]:,.0f}" for name, values in sorted(rates.items()))
+            + " msg/s"
+        )
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    raw = medians["raw aiokafka getmany"]
+    for name, value in medians.items():
+        print(f"median batch {name:33} {value:9,.0f} msg/s  ({value / raw:.2f} of raw)")
+    print(f"ratio: {medians['handles_batch'] / raw:.2f}")
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+async def main(args: argparse.Namespace) -> None:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-backbone-")))
         bootstrap = os.environ.get("MESH_KAFKA_BOOTSTRAP_SERVERS")
@@ -169,46 +448,29 @@ async def main(messages: int, body_bytes: int, rounds: int) -> None:
                 EmbeddedKafka(jars_dir=ensure_kafka_jars(), data_dir=work / "kafka")
             )
             bootstrap = broker.bootstrap_servers
-        print(f"broker {bootstrap}; {messages} messages of {record_bytes} bytes; {rounds} rounds")
-        # Warm-up, not counted: the broker's JIT and page cache make early rounds slower.
-        await run_raw(bootstrap, events)
-        await run_kit(bootstrap, events, work)
-        # The headline pair, plus references that show where the difference goes: the kit with
-        # 10% head sampling and with sampling off (spans not recorded), and raw aiokafka that
-        # also reads the envelope and validates each body.
-        variants: dict[str, Callable[[], Awaitable[float]]] = {
-            "raw aiokafka": lambda: run_raw(bootstrap, events),
-            "create_app": lambda: _rate(run_kit(bootstrap, events, work)),
-            "create_app, 10% sampled": lambda: _rate(
-                run_kit(bootstrap, events, work, sampler=ParentBased(TraceIdRatioBased(0.1)))
-            ),
-            "create_app, sampling off": lambda: _rate(
-                run_kit(bootstrap, events, work, sampler=ALWAYS_OFF)
-            ),
-            "raw aiokafka + decode/validate": lambda: run_raw(bootstrap, events, decode=True),
-        }
-        rates: dict[str, list[float]] = {name: [] for name in variants}
-        for round_number in range(1, rounds + 1):
-            for name, run in variants.items():
-                rates[name].append(await run())
-            print(
-                f"round {round_number}: "
-                + ", ".join(f"{name} {values[-1]:,.0f}" for name, values in rates.items())
-                + " msg/s"
+        print(f"broker {bootstrap}")
+        if args.only in (None, "per-record"):
+            await per_record_rounds(bootstrap, work, args.messages, args.body_bytes, args.rounds)
+        if args.only in (None, "batch"):
+            await batch_rounds(
+                bootstrap,
+                work,
+                args.batch_messages,
+                args.body_bytes,
+                args.batch_size,
+                args.rounds,
             )
-    medians = {name: statistics.median(values) for name, values in rates.items()}
-    raw = medians["raw aiokafka"]
-    kit = medians["create_app"]
-    for name, value in medians.items():
-        print(f"median {name:32} {value:9,.0f} msg/s  ({value / raw:.2f} of raw)")
-    print(f"ratio: {kit / raw:.2f}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=5000)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=5000, help="records, per-record path")
+    parser.add_argument("--batch-messages", type=int, default=20000, help="records, batch path")
+    parser.add_argument("--batch-size", type=int, default=500, help="most records in a batch")
     parser.add_argument("--body-bytes", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    asyncio.run(main(args.messages, args.body_bytes, args.rounds))
+    parser.add_argument("--only", choices=("per-record", "batch"), help="run one path only")
+    asyncio.run(main(parser.parse_args()))
     sys.exit(0)
