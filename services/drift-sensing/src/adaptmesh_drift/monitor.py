@@ -12,6 +12,7 @@ domain may still be there.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -159,6 +160,12 @@ class DriftMonitor:
         self._champions: dict[str, Champion] = {}
         self._watches: dict[str, DomainWatch] = {}
         self._unwatched: dict[str, str] = {}
+        # The inference and the feedback handlers may both arm a domain at once, each in a
+        # worker thread: one arms it, the other waits and takes that watch. (Two watches of
+        # one domain would each get part of the records and only one would be kept: the
+        # other's records were lost, though remembered as handled.)
+        self._arming: dict[str, threading.Lock] = {}
+        self._arming_guard = threading.Lock()
 
     def crown(self, ready: ModelReady) -> None:
         """`ready` now serves its domain; its watch is armed when first needed."""
@@ -188,6 +195,12 @@ class DriftMonitor:
         None when there is nothing to watch (no champion, no profile, no detector armed).
 
         Blocking (profile load, calibration): call it off the event loop."""
+        with self._arming_guard:
+            arming = self._arming.setdefault(domain, threading.Lock())
+        with arming:
+            return self._watch(domain)
+
+    def _watch(self, domain: str) -> DomainWatch | None:
         watch = self._watches.get(domain)
         if watch is not None or domain in self._unwatched:
             return watch
