@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,10 +69,13 @@ pytestmark = pytest.mark.kafka
 
 WINDOW = 10
 POLICY: dict[str, Any] = {"ert": 100, "window": WINDOW}
-DETECTORS = 4  # the default set; they share the domain's budget
 WINDOWS = {"embedding-mmd": WINDOW, "prediction-shift": WINDOW, "estimated-accuracy": 10 * WINDOW}
 """Each inference detector's window (estimated accuracy looks at ten times the recipe's)."""
 INFERENCE_DETECTORS = set(WINDOWS)
+# The detectors of a stream share its false-alarm budget (the default set: three watch the
+# inference records, one the feedback).
+INFERENCE_ERT = POLICY["ert"] * len(INFERENCE_DETECTORS)
+FEEDBACK_ERT = POLICY["ert"]
 STEADY = 20  # records like the reference before the shift
 
 
@@ -243,7 +248,7 @@ async def test_a_shift_publishes_drift_detected_then_a_retrain_traced_to_its_inf
         assert [e.detector for e in alarm.evidence if e.drifted] == [alarm.detector]
         for evidence in alarm.evidence:
             assert evidence.drifted is not None
-            assert evidence.ert == POLICY["ert"] * DETECTORS
+            assert evidence.ert == INFERENCE_ERT
             assert evidence.records_seen is not None
             assert evidence.window_size == min(evidence.records_seen, WINDOWS[evidence.detector])
         [fired] = [e for e in alarm.evidence if e.drifted]
@@ -578,7 +583,37 @@ async def test_malformed_records_are_dead_lettered_once_and_the_valid_ones_still
     assert feedback_alarm.detector == "feedback-accuracy"
     [fired] = [e for e in feedback_alarm.evidence if e.drifted]
     assert fired.detector == "feedback-accuracy"
-    assert fired.ert == POLICY["ert"] * DETECTORS
+    assert fired.ert == FEEDBACK_ERT
     assert fired.statistic > fired.threshold
     assert index_of(feedback_alarm.trigger_prediction_id) >= 30
     assert feedback_alarm.action == "no-new-labelled-data"
+
+
+async def test_a_domains_inference_and_feedback_arriving_together_feed_one_watch(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Both streams' first batches find the domain's watch not armed yet, and each handler
+    # arms it off the event loop: it must be armed once, and every record of both streams
+    # must end up in that one watch (saved, to carry on after a restart).
+    caplog.set_level(logging.INFO, logger="adaptmesh_drift.monitor")
+    state_dir = tmp_path / "state"
+    settings = drift_settings(kafka_bootstrap, unique_name, tmp_path, state_dir=state_dir)
+    world = SyntheticWorld(9)
+    profile = world.profile(300, domain="fin", **POLICY)
+    records = world.records(200)
+    async with build_app(settings) as app:
+        assert isinstance(app, DriftSensingApp)
+        await promote(app, profile)
+        await asyncio.gather(
+            send_events(kafka_bootstrap, settings, logged("fin", records)),
+            send_events(
+                kafka_bootstrap,
+                settings,
+                [record.feedback("fin", n) for n, record in enumerate(records)],
+            ),
+        )
+        with contextlib.suppress(TimeoutError):
+            await eventually(lambda: saved_observations(state_dir, "fin") == 2 * len(records), 10)
+    armed = [r for r in caplog.records if r.getMessage().startswith("fin: watching m-1")]
+    assert len(armed) == 1, "the domain was armed more than once"
+    assert saved_observations(state_dir, "fin") == 2 * len(records), "records were lost"
