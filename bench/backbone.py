@@ -356,7 +356,11 @@ async def run_raw_batches(
 async def run_kit_batches(
     settings: MeshSettings, total: int, batch_size: int, sampler: Sampler | None = None
 ) -> float:
-    settings = settings.model_copy(update={"consumer_group": f"bench-kit-{uuid.uuid4().hex[:8]}"})
+    group = f"bench-kit-{uuid.uuid4().hex[:8]}"
+    assert settings.state_dir is not None
+    settings = settings.model_copy(
+        update={"consumer_group": group, "state_dir": settings.state_dir / group}
+    )
     exporter = DroppingExporter()
     provider = TracerProvider(sampler=sampler) if sampler else TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(exporter))

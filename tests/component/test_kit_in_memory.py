@@ -264,3 +264,7 @@ def test_a_stream_has_one_group_subscription(tmp_path: Path) -> None:
         records_first.handles_batch(Stream.CHANGES, TaxonomyChanged)(on_batches)
     with pytest.raises(ValueError, match="retrain"):
         records_first.handles_batch(Stream.CHANGES, RetrainRequested)
+    with pytest.raises(ValueError, match="max_wait_ms"):
+        records_first.handles_batch(Stream.FEEDBACK, FeedbackSubmitted, max_wait_ms=0)
+    with pytest.raises(ValueError, match="max_records"):
+        records_first.handles_batch(Stream.FEEDBACK, FeedbackSubmitted, max_records=0)

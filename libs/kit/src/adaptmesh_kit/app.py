@@ -206,7 +206,9 @@ class MeshApp:
         Each batch gets one span, `<topic> process`, linked to the trace of every record
         (OpenTelemetry's batch processing; the kit's own tracer provider allows 1000 links a
         span unless `OTEL_SPAN_LINK_COUNT_LIMIT` says otherwise); the handler runs inside
-        it, so what it publishes is part of that trace.
+        it, so what it publishes is part of that trace, not of its records' traces (they are
+        linked). A stream on a change's causal path that must keep one trace per change stays
+        with `handles`.
 
         A stream has one group subscription: a batch handler cannot share it with `handles`
         handlers of the group, nor with a second batch handler (take all the types in one).
@@ -217,8 +219,9 @@ class MeshApp:
             raise ValueError("handles_batch needs at least one event type")
         if max_records < 1:
             raise ValueError(f"max_records must be at least 1, not {max_records}")
-        if max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must not be negative, not {max_wait_ms}")
+        if max_wait_ms < 1:
+            # FastStream pauses that long after an empty fetch: 0 would poll in a busy loop.
+            raise ValueError(f"max_wait_ms must be at least 1, not {max_wait_ms}")
 
         def register(handler: BatchHandlerT) -> BatchHandlerT:
             subscription = BatchSubscription(
