@@ -123,7 +123,12 @@ def _free_port(exclude: set[int]) -> int:
 
 def _new_cluster_id() -> str:
     # KRaft cluster ids are 16 random bytes in unpadded base64url, the form StorageTool expects.
-    return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode("ascii")
+    # One starting with "-" is taken for an option on StorageTool's command line (about one
+    # start in 64 failed); Kafka's own Uuid.randomUuid() redraws those too.
+    while True:
+        cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _last_lines(text: str, count: int = 40) -> str:

@@ -319,6 +319,12 @@ class EmbeddingMMD(_Windowed):
             )
         return list(sketch)
 
+    def _detail(self) -> str:
+        return (
+            f"MMD² of the last {len(self.window)} embedding sketches against "
+            f"{len(self._sub_reference)} eval-split sketches"
+        )
+
     def _statistic(self, window: Sequence[Any]) -> float:
         points = np.asarray(window, dtype=float)
         return _mmd_with_reference_term(

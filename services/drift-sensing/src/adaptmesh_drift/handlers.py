@@ -151,7 +151,9 @@ class DriftHandlers:
             touched.add(record.domain)
             if alarm is not None:
                 await self._alarm(alarm, watch, delivery.context)
-        await asyncio.to_thread(self.monitor.save, sorted(touched))
+        await asyncio.to_thread(
+            self.monitor.state.save_watches, self.monitor.states(sorted(touched))
+        )
         return rejected
 
     async def on_feedback_batch(
@@ -183,7 +185,9 @@ class DriftHandlers:
             touched.add(feedback.domain)
             if alarm is not None:
                 await self._alarm(alarm, watch, delivery.context)
-        await asyncio.to_thread(self.monitor.save, sorted(touched))
+        await asyncio.to_thread(
+            self.monitor.state.save_watches, self.monitor.states(sorted(touched))
+        )
         return []
 
     async def _watches(self, domains: set[str]) -> dict[str, DomainWatch | None]:
@@ -230,7 +234,6 @@ class DriftHandlers:
                 alarm.fired.describe(),
             )
             return
-        self._last_alert[key] = now
         action, action_detail, new_data = self._action(alarm, watch)
         to_label = await self._labeling_sample(watch)
         drift = DriftDetected(
@@ -249,6 +252,8 @@ class DriftHandlers:
         envelope = await context.publish(
             drift, event_id=f"drift.{alarm.domain}.{alarm.model_version}.{alarm.trigger_id}"
         )
+        # Only once published: an alarm whose publish failed must not silence the next one.
+        self._last_alert[key] = now
         log.warning(
             "drift in %s (model %s): %s -> %s: %s",
             alarm.domain,

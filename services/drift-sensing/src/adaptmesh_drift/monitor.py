@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from adaptmesh_drift.decisions import untrainable_because
 from adaptmesh_drift.reference import ReferenceData
@@ -224,6 +224,10 @@ class DriftMonitor:
                 for name, d in armed.detectors.items()
             ),
         )
+        if self._champions.get(domain) != champion:
+            # Promoted again while this one was being armed: its records are the new
+            # model's, so this watch would only skip them; the next batch arms the new one.
+            return None
         self._watches[domain] = armed
         return armed
 
@@ -250,8 +254,12 @@ class DriftMonitor:
             )
         return watch
 
-    def save(self, domains: Sequence[str]) -> None:
-        """Persist the watches of `domains` (after a batch that touched them)."""
-        self.state.save_watches(
-            {domain: self._watches[domain].state() for domain in domains if domain in self._watches}
-        )
+    def states(self, domains: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The watch states of `domains`, to save after a batch that touched them.
+
+        Taken on the event loop, where records are fed to the watches (a worker thread
+        copying a window while a handler appends to it would fail); only the write to the
+        state file goes off the loop."""
+        return {
+            domain: self._watches[domain].state() for domain in domains if domain in self._watches
+        }
