@@ -137,7 +137,6 @@ class Detector(Protocol):
     def restore(self, state: Mapping[str, Any]) -> None: ...
 
 
-DetectorClass = Callable[[ReferenceData, Budget, Calibration], Detector]
 DETECTORS: dict[str, type[Any]] = {}
 """Every registered detector class by name."""
 
@@ -565,13 +564,6 @@ def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _gaussian(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
     kernel: np.ndarray = np.exp(-gamma * _squared_distances(a, b))
     return kernel
-
-
-def _mmd(k_xx: np.ndarray, k_yy: np.ndarray, k_xy: np.ndarray) -> float:
-    n = len(k_xx)
-    return _mmd_with_reference_term(
-        float((k_xx.sum() - np.trace(k_xx)) / (n * (n - 1))), k_yy, k_xy
-    )
 
 
 def _mmd_with_reference_term(reference_term: float, k_yy: np.ndarray, k_xy: np.ndarray) -> float:
