@@ -76,6 +76,19 @@ class DroppingExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+def fresh_settings(bootstrap: str, work: Path) -> MeshSettings:
+    """Settings with topics of their own (a new prefix) and a durable dedupe log, as services
+    run with."""
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    return MeshSettings(
+        kafka_bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        topic_partitions=1,
+        artifact_root=f"file://{work}/artifacts",
+        state_dir=work / prefix,
+    )
+
+
 def make_events(count: int, body_bytes: int) -> list[DataBatchSubmitted]:
     filler = "lorem ipsum dolor sit amet " * (body_bytes // 27 + 1)
     probe = DataBatchSubmitted(
@@ -142,14 +155,7 @@ async def run_kit(
     work: Path,
     sampler: Sampler | None = None,
 ) -> tuple[float, int]:
-    prefix = f"bench-{uuid.uuid4().hex[:8]}."
-    settings = MeshSettings(
-        kafka_bootstrap_servers=bootstrap,
-        topic_prefix=prefix,
-        topic_partitions=1,
-        artifact_root=f"file://{work}/artifacts",
-        state_dir=work / prefix,  # a durable dedupe log, as services run with
-    )
+    settings = fresh_settings(bootstrap, work)
     exporter = DroppingExporter()
     provider = TracerProvider(sampler=sampler) if sampler else TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -389,16 +395,9 @@ async def batch_rounds(
     )
 
     async def filled_topic() -> MeshSettings:
-        prefix = f"bench-{uuid.uuid4().hex[:8]}."
-        settings = MeshSettings(
-            kafka_bootstrap_servers=bootstrap,
-            topic_prefix=prefix,
-            topic_partitions=1,
-            artifact_root=f"file://{work}/artifacts",
-            state_dir=work / prefix,  # a durable dedupe log, as services run with
-        )
+        settings = fresh_settings(bootstrap, work)
         await provision_topics(settings)
-        await fill_topic(bootstrap, topic_name(Stream.CHANGES, prefix), records)
+        await fill_topic(bootstrap, topic_name(Stream.CHANGES, settings.topic_prefix), records)
         return settings
 
     def variants(settings: MeshSettings) -> dict[str, Callable[[], Awaitable[float]]]:

@@ -151,9 +151,7 @@ class DriftHandlers:
             touched.add(record.domain)
             if alarm is not None:
                 await self._alarm(alarm, watch, delivery.context)
-        await asyncio.to_thread(
-            self.monitor.state.save_watches, self.monitor.states(sorted(touched))
-        )
+        await self._save(touched)
         return rejected
 
     async def on_feedback_batch(
@@ -185,10 +183,14 @@ class DriftHandlers:
             touched.add(feedback.domain)
             if alarm is not None:
                 await self._alarm(alarm, watch, delivery.context)
-        await asyncio.to_thread(
-            self.monitor.state.save_watches, self.monitor.states(sorted(touched))
-        )
+        await self._save(touched)
         return []
+
+    async def _save(self, domains: set[str]) -> None:
+        """Save the watches a batch touched: states copied here, written off the loop."""
+        await asyncio.to_thread(
+            self.monitor.state.save_watches, self.monitor.states(sorted(domains))
+        )
 
     async def _watches(self, domains: set[str]) -> dict[str, DomainWatch | None]:
         """The watch of each domain in a batch, resolved once per batch; arming loads a
