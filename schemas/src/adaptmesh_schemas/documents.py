@@ -7,6 +7,7 @@ reports. Like events they ignore unknown fields, so producers can add to them co
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
@@ -14,11 +15,15 @@ from pydantic import Field
 from adaptmesh_schemas.events.changes import RecipeChanged, TaxonomyOperation
 from adaptmesh_schemas.events.gate import LabelMetrics
 from adaptmesh_schemas.values import (
+    ArtifactRef,
     BaseModelSpec,
     DriftPolicy,
+    ExampleSource,
+    GatePolicy,
     Label,
     Lineage,
     Sha256,
+    SliceThreshold,
     SplitName,
     Value,
 )
@@ -30,6 +35,25 @@ class DatasetExample(Value):
     label: Label = Field(description="Its label in this version's taxonomy.")
     split: SplitName = Field(description="train or eval, from a hash of example_id.")
     source_event_id: str = Field(description="ce_id of the event that brought it.")
+    source: ExampleSource | None = Field(
+        default=None,
+        description="What kind of change brought it (unset in snapshots written before the "
+        "field existed); the gate judges slices by it.",
+    )
+    source_name: str | None = Field(
+        default=None,
+        description="Which one: the data batch's `batch_id`, the regulation's `rule_id`; "
+        "unset for feedback.",
+    )
+
+    @property
+    def slices(self) -> tuple[str, ...]:
+        """The eval slices this example belongs to: its source kind and `<kind>:<name>`."""
+        if self.source is None:
+            return ()
+        if self.source_name is None:
+            return (self.source,)
+        return (self.source, f"{self.source}:{self.source_name}")
 
 
 class MustPassRecord(Value):
@@ -120,6 +144,92 @@ class ModelEvaluation(Value):
     must_pass: tuple[MustPassOutcome, ...] = Field(default=(), description="Must-pass outcomes.")
 
 
+class Interval(Value):
+    """An estimate with its confidence bounds."""
+
+    estimate: float = Field(description="The point estimate.")
+    low: float = Field(description="Lower confidence bound.")
+    high: float = Field(description="Upper confidence bound.")
+
+
+class PairedComparison(Value):
+    """Candidate against champion on the same eval examples (differences are candidate minus
+    champion)."""
+
+    examples: int = Field(ge=0, description="Eval examples both were scored on.")
+    confidence: float = Field(description="Confidence of the intervals (two-sided bounds).")
+    bootstrap_samples: int = Field(ge=0, description="Bootstrap resamples drawn.")
+    seed: int = Field(description="Seed of the resampling (fixed per candidate and dataset).")
+    macro_f1_difference: Interval = Field(description="Difference in macro-F1.")
+    accuracy_difference: Interval = Field(description="Difference in accuracy.")
+    candidate_only_right: int = Field(
+        ge=0, description="Examples the candidate got right and the champion wrong (McNemar b)."
+    )
+    champion_only_right: int = Field(
+        ge=0, description="Examples the champion got right and the candidate wrong (McNemar c)."
+    )
+    mcnemar_p_worse: float = Field(
+        ge=0, le=1, description="Exact one-sided McNemar p-value that the candidate is less "
+        "accurate than the champion."
+    )
+    mcnemar_p_better: float = Field(
+        ge=0, le=1, description="Exact one-sided McNemar p-value that the candidate is more "
+        "accurate than the champion."
+    )
+    per_label_confidence: float = Field(
+        description="Confidence of each per-label interval (Bonferroni over the labels)."
+    )
+    per_label: dict[str, Interval] = Field(
+        default_factory=dict, description="Difference in F1 per label both models know."
+    )
+    resolution: float = Field(
+        ge=0,
+        description="Half-width of the macro-F1 difference's interval: differences smaller "
+        "than this cannot be told from noise on this eval split.",
+    )
+    too_small: str | None = Field(
+        default=None,
+        description="Set when the eval split is too small to decide what the policy asks "
+        "(e.g. the interval is wider than the margin): says so and what would help.",
+    )
+
+
+class SliceResult(Value):
+    """Both models on one slice of the eval split."""
+
+    slice: str = Field(description="Slice name, e.g. `regulation` or `data-batch:b-17`.")
+    examples: int = Field(ge=0, description="Eval examples in the slice.")
+    candidate_accuracy: float | None = Field(default=None, description="None without examples.")
+    champion_accuracy: float | None = Field(default=None, description="None without a champion.")
+    accuracy_difference: Interval | None = Field(
+        default=None, description="Candidate minus champion accuracy, when both are known."
+    )
+    threshold: SliceThreshold | None = Field(
+        default=None, description="The policy's threshold for it, if any."
+    )
+    passed: bool | None = Field(default=None, description="None when not judged (no threshold).")
+
+
+class CheckResult(Value):
+    """One check of the policy and its verdict."""
+
+    check: str = Field(
+        description="floor, non-inferiority, superiority, mcnemar, label-regression, "
+        "label-floor, slice, must-pass, or info (a line that judges nothing)."
+    )
+    passed: bool = Field(description="Whether it passed (info lines always do).")
+    reason: str = Field(description="One line for people.")
+
+
+class ReportedModel(Value):
+    """Which model a report speaks of and where it came from."""
+
+    model_version: str = Field(description="Model.")
+    artifact: ArtifactRef | None = Field(default=None, description="Its manifest.")
+    labels: tuple[Label, ...] = Field(default=(), description="Head labels.")
+    lineage: Lineage | None = Field(default=None, description="Its lineage.")
+
+
 class GateReport(Value):
     """Why a candidate was approved or rejected."""
 
@@ -132,6 +242,22 @@ class GateReport(Value):
     champion: ModelEvaluation | None = Field(default=None, description="The champion's, if any.")
     approved: bool = Field(description="The decision.")
     reasons: tuple[str, ...] = Field(description="One line per check, passed or failed.")
+    # Added with the paired statistics (all optional: older reports lack them).
+    decided_at: datetime | None = Field(default=None, description="When the gate decided.")
+    policy: GatePolicy | None = Field(default=None, description="The policy applied.")
+    checks: tuple[CheckResult, ...] = Field(
+        default=(), description="Each check with its verdict (`reasons` are their lines)."
+    )
+    comparison: PairedComparison | None = Field(
+        default=None, description="The paired statistics, when there is a champion."
+    )
+    slices: tuple[SliceResult, ...] = Field(default=(), description="Every slice present.")
+    candidate_model: ReportedModel | None = Field(
+        default=None, description="The candidate's artifact and lineage."
+    )
+    champion_model: ReportedModel | None = Field(
+        default=None, description="The champion's artifact and lineage."
+    )
 
 
 class ReferenceExample(Value):

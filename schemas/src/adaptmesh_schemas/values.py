@@ -113,17 +113,85 @@ class TrainingSettings(Value):
     )
 
 
+class SliceThreshold(Value):
+    """What a candidate must show on one slice of the eval split (see `GatePolicy.slices`).
+
+    Slices are usually small, so they are judged on accuracy (per-example correctness), which
+    stays defined on a handful of examples where macro-F1 does not.
+    """
+
+    min_accuracy: float | None = Field(
+        default=None, ge=0, le=1, description="Floor on the candidate's accuracy on the slice."
+    )
+    max_accuracy_drop: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Non-inferiority margin on the slice: the lower confidence bound of "
+        "(candidate - champion) accuracy on the slice's examples must be >= -this.",
+    )
+
+
 class GatePolicy(Value):
-    """When a candidate may replace the champion."""
+    """When a candidate may replace the champion.
+
+    Candidate and champion are scored on the same eval examples, so the gate compares them
+    paired: a bootstrap confidence interval for the difference in macro-F1 (resampling eval
+    examples) and an exact McNemar test on per-example correctness. `test` says what the
+    candidate must show: `non_inferiority` (it is not worse than the champion by more than
+    `margin`) or `superiority` (it is better). Wrong promotions happen at most at rate
+    1 - `confidence` when the candidate really is worse by more than `margin`.
+    """
 
     min_macro_f1: float = Field(default=0.5, ge=0, le=1, description="Absolute macro-F1 floor.")
+    test: Literal["non_inferiority", "superiority"] = Field(
+        default="non_inferiority",
+        description="non_inferiority: the lower confidence bound of (candidate - champion) "
+        "macro-F1 must be >= -margin; superiority: it must be > 0 and McNemar's exact test "
+        "must find the candidate right significantly more often.",
+    )
+    margin: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Non-inferiority margin on macro-F1: how much worse than the champion a "
+        "candidate may be and still count as no worse.",
+    )
+    confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="One-sided confidence of every interval and test; 1 - confidence is the "
+        "largest rate of wrong decisions the policy accepts (alpha).",
+    )
     max_regression: float = Field(
         default=0.02,
         ge=0,
         le=1,
-        description="Largest allowed drop in per-label F1 on labels both models know.",
+        description="Per label both models know: the candidate is rejected when its F1 on the "
+        "label is significantly more than this below the champion's (the upper confidence "
+        "bound of the difference is below -max_regression; Bonferroni over the labels "
+        "compared, so equal models are rarely rejected by noise on a small label).",
+    )
+    min_label_f1: dict[Label, float] = Field(
+        default_factory=dict,
+        description="Floors on the candidate's F1 for named labels (labels without eval "
+        "support fail: a metric that cannot be computed fails its check).",
+    )
+    slices: dict[str, SliceThreshold] = Field(
+        default_factory=dict,
+        description="Thresholds per slice of the eval split. An example belongs to the slice "
+        "of its source kind (`data-batch`, `regulation`, `feedback`) and to `<kind>:<name>` "
+        "(e.g. `regulation:MiFID-II/Art-24`, `data-batch:<batch_id>`). A named slice with no "
+        "eval example fails.",
     )
     require_must_pass: bool = Field(default=True, description="Every must-pass case must be right.")
+    bootstrap_samples: int = Field(
+        default=2000,
+        ge=200,
+        le=100_000,
+        description="Bootstrap resamples of the eval examples per decision.",
+    )
 
 
 class DriftPolicy(Value):
@@ -247,5 +315,19 @@ class DriftEvidence(Value):
     )
     detail: str = Field(default="", description="One line for people: what was measured.")
 
+
+class Rollback(Value):
+    """Why a promotion puts an earlier model back: who asked, for what reason, replacing what."""
+
+    replaced_version: str | None = Field(
+        description="The model that was serving the domain and is rolled back."
+    )
+    requested_by: str = Field(description="Who asked (the change.rollback's `requested_by`).")
+    reason: str = Field(description="Why, as the requester gave it.")
+    request_id: str = Field(description="ce_id of the change.rollback that asked.")
+
+
+ExampleSource = Literal["data-batch", "regulation", "feedback"]
+"""Where a labelled example came from: a data batch, a regulation's documents, user feedback."""
 
 SplitName = Literal["train", "eval"]

@@ -10,6 +10,7 @@ from adaptmesh_schemas.events.changes import (
     LabelsMerged,
     RecipeChanged,
     RegulationChanged,
+    RollbackRequested,
     TaxonomyChanged,
     TaxonomyOperation,
 )
@@ -17,7 +18,13 @@ from adaptmesh_schemas.events.datasets import DatasetCounts, DatasetVersioned
 from adaptmesh_schemas.events.deadletter import DeadLetterRecorded, DeadLetterSource, RawHeader
 from adaptmesh_schemas.events.drift import DriftAction, DriftDetected
 from adaptmesh_schemas.events.feedback import FeedbackSubmitted
-from adaptmesh_schemas.events.gate import GateApproved, GateRejected, LabelMetrics
+from adaptmesh_schemas.events.gate import (
+    GateApproved,
+    GateRejected,
+    LabelMetrics,
+    RollbackRefused,
+    RolledBack,
+)
 from adaptmesh_schemas.events.inference import InferenceLogged
 from adaptmesh_schemas.events.models import ModelReady
 from adaptmesh_schemas.events.retrain import RetrainReason, RetrainRequested
@@ -54,6 +61,9 @@ __all__ = [
     "RegulationChanged",
     "RetrainReason",
     "RetrainRequested",
+    "RollbackRefused",
+    "RollbackRequested",
+    "RolledBack",
     "TaxonomyChanged",
     "TaxonomyOperation",
     "TrainingFailed",

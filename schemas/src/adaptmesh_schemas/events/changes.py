@@ -23,9 +23,13 @@ from adaptmesh_schemas.values import (
 from adaptmesh_schemas.versioning import FLEET_DOMAIN, Domain, MeshEvent, event
 
 
-@event("change.recipe", stream=Stream.CHANGES, version="1.2")
+@event("change.recipe", stream=Stream.CHANGES, version="1.3")
 class RecipeChanged(MeshEvent):
     """Registers or replaces a domain's recipe: how its model is built and judged.
+
+    1.3 (additive): the gate policy compares candidate and champion with paired statistics
+    (`gate.test`, `margin`, `confidence`, `bootstrap_samples`), per-label F1 floors and
+    thresholds per slice; `max_regression` is judged on a confidence bound, not a point.
 
     1.2 (additive): `drift` — the target false-alarm rate (ERT), window and what an alarm does.
     1.1 (additive): training defaults that train without tuning (early stopping, lr 2e-3,
@@ -145,3 +149,24 @@ class DataBatchSubmitted(MeshEvent):
     batch_id: str = Field(min_length=1, description="Producer's id for the batch.")
     examples: tuple[LabelledExample, ...] = Field(min_length=1, description="The examples.")
     source: str = Field(default="", description="Where the data came from.")
+
+
+@event("change.rollback", stream=Stream.CHANGES, version="1.0")
+class RollbackRequested(MeshEvent):
+    """Puts an earlier approved model of the domain back into production, on purpose.
+
+    The evaluation gate handles it: it re-promotes `to_version` (default: the model that served
+    before the current one) after verifying its artifact, and the new `model.ready` says it is
+    a rollback, of what, and who asked. A target the gate never approved, or whose files fail
+    verification, is refused (`gate.rollback_refused` and a dead letter); serving is unchanged.
+    """
+
+    to_version: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The earlier approved model to serve again; unset = the previous champion.",
+    )
+    reason: str = Field(min_length=1, description="Why, for the audit trail.")
+    requested_by: str = Field(
+        default="", description="Who asks (a person or a system), for the audit trail."
+    )

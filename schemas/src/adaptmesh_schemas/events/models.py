@@ -7,13 +7,18 @@ from typing import Any
 from pydantic import Field
 
 from adaptmesh_schemas.topics import Stream
-from adaptmesh_schemas.values import ArtifactRef, Label, Lineage
+from adaptmesh_schemas.values import ArtifactRef, Label, Lineage, Rollback
 from adaptmesh_schemas.versioning import MeshEvent, event
 
 
-@event("model.ready", stream=Stream.MODELS_READY, version="2.2")
+@event("model.ready", stream=Stream.MODELS_READY, version="2.3")
 class ModelReady(MeshEvent):
     """This model now serves the domain.
+
+    2.3 (additive): `promotion` numbers the domain's promotions (1, 2, ...): a consumer never
+    moves a domain to a record with a lower number than the one it serves, so a late or stale
+    record cannot roll a domain back; a rollback on purpose is a new promotion (a higher
+    number) that names what it rolls back in `rollback`.
 
     2.2 (additive) carries the model's reference profile: how it behaves on its own eval split,
     what drift-sensing calibrates its detectors on.
@@ -32,6 +37,16 @@ class ModelReady(MeshEvent):
         default=None,
         description="The model's behaviour on its eval split (a `ReferenceProfile` document), "
         "written by the gate at promotion; drift-sensing watches the model against it.",
+    )
+    promotion: int | None = Field(
+        default=None,
+        ge=1,
+        description="This domain's promotion number: one more than the record it replaces "
+        "(unset on records written before 2.3, which count as older than any numbered one).",
+    )
+    rollback: Rollback | None = Field(
+        default=None,
+        description="Set when this promotion puts an earlier model back on purpose.",
     )
 
     @classmethod

@@ -31,4 +31,6 @@ class ClassifierEvaluator:
             labels=classifier.labels,
             drift=on.drift,
         )
-        return Evaluated(evaluation, profile)
+        return Evaluated(
+            evaluation, profile, predictions=tuple(prediction.label for prediction in predictions)
+        )

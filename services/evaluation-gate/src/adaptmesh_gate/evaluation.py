@@ -50,14 +50,19 @@ class EvalSet:
 
 @dataclass(frozen=True, slots=True)
 class Evaluated:
-    """A model's evaluation and, when the evaluator can build one, its reference profile.
+    """A model's evaluation, its answer per eval example and, when the evaluator can build
+    one, its reference profile.
 
-    The profile comes from the same predictions as the evaluation (one pass over the eval
-    split); the gate stores it only for a candidate it promotes.
+    `predictions` holds the predicted label of each eval example, in the eval set's order:
+    the gate compares candidate and champion example by example (paired statistics); without
+    them the paired checks cannot be computed and fail. The profile comes from the same
+    predictions (one pass over the eval split); the gate stores it only for a candidate it
+    promotes.
     """
 
     evaluation: ModelEvaluation
     profile: ReferenceProfile | None = None
+    predictions: tuple[str, ...] | None = None
 
 
 class Evaluator(Protocol):
