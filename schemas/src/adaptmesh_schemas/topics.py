@@ -37,6 +37,9 @@ class TopicSpec:
     consumers: tuple[str, ...]
     description: str
     compacted: bool = False
+    kept_forever: bool = False
+    """No time-based retention: the topic is an audit trail (and the gate's memory of which
+    models it approved, for rollbacks)."""
 
 
 TOPIC_SPECS: dict[Stream, TopicSpec] = {
@@ -46,9 +49,10 @@ TOPIC_SPECS: dict[Stream, TopicSpec] = {
             Stream.CHANGES,
             1,
             "users, CLI",
-            ("ingestion",),
-            "Regulation, taxonomy, recipe, base-model and data-batch changes for a domain; "
-            "fleet-wide base-model releases (key `mesh.fleet`).",
+            ("ingestion", "evaluation-gate"),
+            "Regulation, taxonomy, recipe, base-model and data-batch changes for a domain "
+            "(ingestion); rollbacks (the gate); fleet-wide base-model releases (key "
+            "`mesh.fleet`).",
         ),
         TopicSpec(
             Stream.FEEDBACK,
@@ -98,8 +102,10 @@ TOPIC_SPECS: dict[Stream, TopicSpec] = {
             Stream.GATE,
             1,
             "evaluation-gate",
-            ("CLI", "audit"),
-            "Gate decisions (approved or rejected) with a report reference.",
+            ("evaluation-gate", "CLI", "audit"),
+            "Gate decisions (approved or rejected, with JSON and HTML report references) and "
+            "rollbacks (carried out or refused); the audit trail, kept without time limit.",
+            kept_forever=True,
         ),
         TopicSpec(
             Stream.MODELS_READY,

@@ -24,6 +24,7 @@ from adaptmesh_schemas import Envelope, MeshEvent, Stream, decode_event, read_en
 from adaptmesh_schemas.documents import (
     GateReport,
     ModelEvaluation,
+    ModelManifest,
     MustPassOutcome,
     ReferenceExample,
     ReferenceProfile,
@@ -35,10 +36,20 @@ from adaptmesh_schemas.events import (
     GateRejected,
     LabelMetrics,
     ModelReady,
+    RollbackRefused,
+    RollbackRequested,
+    RolledBack,
     TrainingFailed,
     TrainingStarted,
 )
-from adaptmesh_schemas.values import ArtifactRef, DriftPolicy, GatePolicy
+from adaptmesh_schemas.values import (
+    ArtifactRef,
+    BaseModelSpec,
+    DriftPolicy,
+    GatePolicy,
+    Lineage,
+    Rollback,
+)
 from tests.component.adaptmesh_gate.gate_events import model_trained, snapshot, store_dataset
 
 DOMAIN = "fin-news"
@@ -62,6 +73,8 @@ class PreparedEvaluations:
 
     def __init__(self, *, profiles: bool = True) -> None:
         self.by_digest: dict[str, ModelEvaluation] = {}
+        # Texts of eval examples each model (by digest) gets wrong.
+        self.wrong_on: dict[str, frozenset[str]] = {}
         self.broken: set[str] = set()
         self.calls: list[tuple[str, str, list[str], list[str]]] = []
         self.eval_sets: list[EvalSet] = []
@@ -86,8 +99,16 @@ class PreparedEvaluations:
         evaluation = evaluation.model_copy(
             update={"must_pass": tuple(outcomes[case.case_id] for case in on.must_pass)}
         )
+        # One answer per eval example, for the paired statistics: right unless listed wrong.
+        wrong = self.wrong_on[model.sha256]
+        predictions = tuple(
+            ("trade" if example.label == "gold" else "gold")
+            if example.text in wrong
+            else example.label
+            for example in on.examples
+        )
         if not self._with_profiles:
-            return Evaluated(evaluation)
+            return Evaluated(evaluation, predictions=predictions)
         profile = ReferenceProfile(
             domain=on.domain,
             model_version=evaluation.model_version,
@@ -109,13 +130,19 @@ class PreparedEvaluations:
             ),
         )
         self.profiles[evaluation.model_version] = profile
-        return Evaluated(evaluation, profile)
+        return Evaluated(evaluation, profile, predictions)
 
     def add(
-        self, version: str, f1: dict[str, float], wrong_cases: tuple[str, ...] = ()
+        self,
+        version: str,
+        f1: dict[str, float],
+        wrong_cases: tuple[str, ...] = (),
+        wrong_examples: tuple[str, ...] = (),
     ) -> ArtifactRef:
-        """A model whose evaluation has these per-label F1s; returns its (fake) manifest ref."""
+        """A model whose evaluation has these per-label F1s and which answers the eval
+        examples with these texts wrong; returns its (fake) manifest ref."""
         digest = f"{len(self.by_digest) + 1:064x}"
+        self.wrong_on[digest] = frozenset(wrong_examples)
         self.by_digest[digest] = ModelEvaluation(
             model_version=version,
             macro_f1=sum(f1.values()) / len(f1),
@@ -137,6 +164,38 @@ class PreparedEvaluations:
             ),
         )
         return ArtifactRef(uri=f"file:///models/{version}/manifest.json", sha256=digest)
+
+
+class PreparedManifests:
+    """A model verifier answering from the prepared evaluations: the manifest of a known
+    model, or `ArtifactIntegrityError` for one marked tampered."""
+
+    def __init__(self, evaluations: PreparedEvaluations) -> None:
+        self._evaluations = evaluations
+        self.tampered: set[str] = set()
+        self.verified: list[str] = []
+
+    def __call__(self, model: ArtifactRef, /) -> ModelManifest:
+        self.verified.append(model.sha256)
+        if model.sha256 in self.tampered:
+            raise ArtifactIntegrityError(f"{model.uri}: adapter.safetensors has sha256 0bad...")
+        version = self._evaluations.by_digest[model.sha256].model_version
+        return ModelManifest(
+            domain=DOMAIN,
+            model_version=version,
+            task="sequence-classification",
+            labels=("gold", "trade"),
+            files=(),
+            lineage=Lineage(
+                dataset_version="ds-1",
+                dataset_sha256="0" * 64,
+                recipe_version="r1",
+                base_model=BaseModelSpec(model_id="package:tiny"),
+                code_version="test",
+                seed=13,
+                correlation_id="change-1",
+            ),
+        )
 
 
 class Published:
@@ -173,7 +232,10 @@ class Gate:
             **settings,
         }
         self.evaluations = PreparedEvaluations(profiles=profiles)
-        self.app = build_app(GateSettings(**values), evaluator=self.evaluations)
+        self.manifests = PreparedManifests(self.evaluations)
+        self.app = build_app(
+            GateSettings(**values), evaluator=self.evaluations, verify_model=self.manifests
+        )
         self.decisions = Published(self.app, Stream.GATE)
         self.ready = Published(self.app, Stream.MODELS_READY)
         self.letters = Published(self.app, Stream.DEADLETTER)
@@ -219,12 +281,20 @@ async def test_first_candidate_is_approved_promoted_and_the_chain_carries_throug
     assert decision.macro_f1 == pytest.approx(0.85)
     assert (decision.must_pass_passed, decision.must_pass_total) == (2, 2)
     assert decision.per_label["gold"].f1 == 0.8
-    assert decision.reasons == (
-        "macro-F1 0.850 >= floor 0.600",
-        "no champion for this domain: regression check skipped",
-        "must-pass 2/2 right",
-    )
     report = gate.report(decision)
+    assert decision.reasons == report.reasons == tuple(check.reason for check in report.checks)
+    assert [check.check for check in report.checks if check.check != "info"] == [
+        "floor",
+        "must-pass",
+    ]
+    assert all(check.passed for check in report.checks)
+    assert report.comparison is None  # no champion to compare with
+    assert report.candidate_model is not None
+    assert report.candidate_model.lineage == trained.lineage
+    assert decision.report_html is not None
+    html = gate.app.artifacts.get_bytes(decision.report_html).decode()
+    assert "m1" in html
+    assert html.lstrip().lower().startswith("<!doctype html>")
     assert report.approved
     assert report.dataset_version == "ds-1"
     assert report.candidate.confusion["gold"]["gold"] == 1
@@ -241,6 +311,7 @@ async def test_first_candidate_is_approved_promoted_and_the_chain_carries_throug
         lineage=trained.lineage,
         gate_report=decision.report,
         reference_profile=ready.reference_profile,
+        promotion=1,
     )
     # The profile the evaluator built, on the eval split of the candidate's dataset version,
     # under the recipe's drift policy.
@@ -259,7 +330,9 @@ async def test_a_regressing_candidate_is_rejected_and_the_champion_stays(tmp_pat
     gate = Gate(tmp_path)
     dataset = gate.dataset()
     first = gate.evaluations.add("m1", {"gold": 0.8, "trade": 0.9})
-    worse = gate.evaluations.add("m2", {"gold": 0.6, "trade": 0.95})
+    worse = gate.evaluations.add(
+        "m2", {"gold": 0.6, "trade": 0.95}, wrong_examples=("bullion demand",)
+    )
     better = gate.evaluations.add("m3", {"gold": 0.81, "trade": 0.95})
     async with TestKafkaBroker(gate.app.broker):
         await gate.app.publish(dataset)
@@ -272,16 +345,20 @@ async def test_a_regressing_candidate_is_rejected_and_the_champion_stays(tmp_pat
     assert isinstance(rejected_2, GateRejected)
     assert rejected_2.champion_version == "m1"
     assert rejected_2.champion_macro_f1 == pytest.approx(0.85)
-    assert "label gold: F1 0.600 vs champion m1 0.800, drop 0.200 > allowed 0.020" in (
-        rejected_2.reasons
-    )
-    assert gate.report(rejected_2).champion == gate.evaluations.by_digest[first.sha256]
+    rejected_report = gate.report(rejected_2)
+    failed = [check.check for check in rejected_report.checks if not check.passed]
+    assert "non-inferiority" in failed, rejected_report.reasons
+    assert rejected_report.comparison is not None
+    assert rejected_report.comparison.champion_only_right == 1
+    assert rejected_report.comparison.candidate_only_right == 0
+    assert rejected_report.champion == gate.evaluations.by_digest[first.sha256]
+    assert rejected_report.champion_model is not None
+    assert rejected_report.champion_model.model_version == "m1"
     assert isinstance(approved_3, GateApproved)
     assert approved_3.champion_version == "m1", "the rejected m2 never became the champion"
-    assert [e.model_version for e in gate.ready.events if isinstance(e, ModelReady)] == [
-        "m1",
-        "m3",
-    ]
+    assert [
+        (e.model_version, e.promotion) for e in gate.ready.events if isinstance(e, ModelReady)
+    ] == [("m1", 1), ("m3", 2)]
     # Only promoted models get a profile; the rejected one's is never written.
     assert sorted(p.model_version for p in gate.stored_profiles()) == ["m1", "m3"]
     # The champion was evaluated, first, on the same data as each candidate it faced.
@@ -338,7 +415,9 @@ async def test_the_champion_is_learned_from_the_models_ready_log(tmp_path: Path)
     gate = Gate(tmp_path)
     dataset = gate.dataset()
     earlier = gate.evaluations.add("m0", {"gold": 0.9, "trade": 0.9})
-    candidate = gate.evaluations.add("m1", {"gold": 0.5, "trade": 0.9})
+    candidate = gate.evaluations.add(
+        "m1", {"gold": 0.5, "trade": 0.9}, wrong_examples=("bullion demand",)
+    )
     earlier_trained = model_trained(dataset, "m0", earlier)
     async with TestKafkaBroker(gate.app.broker):
         # Promoted by an earlier run of the gate: only the compacted topic remembers it.
@@ -489,3 +568,101 @@ async def test_a_champion_that_cannot_be_loaded_fails_the_judgement_instead_of_s
     assert isinstance(letter, DeadLetterRecorded)
     assert letter.reason_code == "handler-error"
     assert "file:///models/m1/manifest.json" in letter.reason
+
+
+async def promote_two(gate: Gate) -> tuple[ArtifactRef, ArtifactRef]:
+    """m1 then m2 promoted (equal models: both approved); returns their refs."""
+    dataset = gate.dataset()
+    first = gate.evaluations.add("m1", {"gold": 0.9, "trade": 0.9})
+    second = gate.evaluations.add("m2", {"gold": 0.9, "trade": 0.9})
+    await gate.app.publish(dataset)
+    await gate.app.publish(model_trained(dataset, "m1", first))
+    await gate.app.publish(model_trained(dataset, "m2", second))
+    return first, second
+
+
+async def test_a_rollback_puts_the_previous_champion_back_and_says_so(tmp_path: Path) -> None:
+    gate = Gate(tmp_path)
+    async with TestKafkaBroker(gate.app.broker):
+        first, _ = await promote_two(gate)
+        request = RollbackRequested(
+            domain=DOMAIN, reason="m2 misroutes sanctions news", requested_by="ops@bank"
+        )
+        sent = await gate.app.publish(request, correlation_id="rollback-1")
+
+    *_, (ready_envelope, ready) = gate.ready.records
+    assert isinstance(ready, ModelReady)
+    assert (ready.model_version, ready.promotion, ready.artifact) == ("m1", 3, first)
+    assert ready.rollback == Rollback(
+        replaced_version="m2",
+        requested_by="ops@bank",
+        reason="m2 misroutes sanctions news",
+        request_id=sent.id,
+    )
+    # The approving report and profile of m1 come back with it.
+    [approved_m1] = [
+        e for e in gate.decisions.events if isinstance(e, GateApproved) and e.model_version == "m1"
+    ]
+    assert ready.gate_report == approved_m1.report
+    assert ready.reference_profile == approved_m1.reference_profile
+    rolled_back = gate.decisions.events[-1]
+    assert isinstance(rolled_back, RolledBack)
+    assert rolled_back.rollback == ready.rollback
+    assert rolled_back.promotion == 3
+    assert gate.manifests.verified == [first.sha256], "the target's files were verified"
+    assert ready_envelope.causationid == sent.id
+    assert ready_envelope.correlationid == "rollback-1"
+    assert gate.letters.events == []
+
+
+async def test_a_rollback_to_a_named_version_and_a_second_one_back(tmp_path: Path) -> None:
+    gate = Gate(tmp_path)
+    async with TestKafkaBroker(gate.app.broker):
+        await promote_two(gate)
+        await gate.app.publish(RollbackRequested(domain=DOMAIN, to_version="m1", reason="undo"))
+        # Without a version: the model that served before the current one, m2.
+        await gate.app.publish(RollbackRequested(domain=DOMAIN, reason="redo"))
+    served = [
+        (e.model_version, e.promotion) for e in gate.ready.events if isinstance(e, ModelReady)
+    ]
+    assert served == [("m1", 1), ("m2", 2), ("m1", 3), ("m2", 4)]
+
+
+async def test_rollbacks_to_unknown_rejected_or_tampered_models_are_refused(
+    tmp_path: Path,
+) -> None:
+    gate = Gate(tmp_path)
+    async with TestKafkaBroker(gate.app.broker):
+        first, _ = await promote_two(gate)
+        dataset = gate.dataset()
+        worse = gate.evaluations.add(
+            "m3", {"gold": 0.1, "trade": 0.9}, wrong_examples=("bullion demand", "exports fell")
+        )
+        await gate.app.publish(model_trained(dataset, "m3", worse))
+        served_before = list(gate.ready.events)
+        await gate.app.publish(RollbackRequested(domain=DOMAIN, to_version="m9", reason="a"))
+        await gate.app.publish(RollbackRequested(domain=DOMAIN, to_version="m3", reason="b"))
+        await gate.app.publish(RollbackRequested(domain=DOMAIN, to_version="m2", reason="c"))
+        gate.manifests.tampered.add(first.sha256)
+        await gate.app.publish(RollbackRequested(domain=DOMAIN, to_version="m1", reason="d"))
+        await gate.app.publish(RollbackRequested(domain="elsewhere", reason="e"))
+
+    assert gate.ready.events == served_before, "nothing changes in production"
+    refusals = [e for e in gate.decisions.events if isinstance(e, RollbackRefused)]
+    assert [(r.requested_version, r.current_version) for r in refusals] == [
+        ("m9", "m2"),
+        ("m3", "m2"),
+        ("m2", "m2"),
+        ("m1", "m2"),
+        (None, None),
+    ]
+    reasons = [r.reasons[0] for r in refusals]
+    assert reasons[0] == f"m9 was never approved for {DOMAIN} (approved models: m1, m2)"
+    assert reasons[1].startswith("m3 was never approved")
+    assert reasons[2] == f"m2 already serves {DOMAIN}"
+    assert reasons[3].startswith("m1 fails verification (tampered?)")
+    assert reasons[4] == "elsewhere has no production model to roll back"
+    letters = [e for e in gate.letters.events if isinstance(e, DeadLetterRecorded)]
+    assert [letter.reason_code for letter in letters] == ["rejected"] * 5
+    assert [letter.source.topic for letter in letters] == [gate.app.topic(Stream.CHANGES)] * 5
+    assert all(reason in letter.reason for reason, letter in zip(reasons, letters, strict=True))

@@ -12,7 +12,11 @@ service repeats it:
 * an event already handled by this consumer group (same `ce_id`) is skipped;
 * a handler that keeps failing is retried, then dead-lettered;
 * offsets are committed only after the handler (and so every publish it awaited) finished;
-* events published from a handler carry its correlation id and name it as their cause.
+* events published from a handler carry its correlation id and name it as their cause;
+* on the streams a service names `exactly_once`, what a handler publishes and the record's
+  offset are committed in one Kafka transaction, by a producer the partition's next owner
+  fences (`_internal/transactions.py`);
+* every subscription reads `read_committed`: records of aborted transactions never arrive.
 
 The consuming itself lives in `_internal/`: `records.py` and `batches.py` (the two ways a
 subscription hands records to handlers), `subscriptions.py` (which subscriptions a stream may
@@ -23,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, TypeVar
 
 import uvicorn
 from aiokafka import ConsumerRecord
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
@@ -49,6 +54,12 @@ from adaptmesh_kit._internal.subscriptions import (
     Subscriptions,
 )
 from adaptmesh_kit._internal.tracing import BatchSpans, telemetry_middleware
+from adaptmesh_kit._internal.transactions import (
+    ExactlyOnceConsumer,
+    PartitionProducers,
+    TransactionalRebalance,
+    TransactionalStreams,
+)
 from adaptmesh_kit.artifacts import ArtifactStore
 from adaptmesh_kit.handling import (
     BatchHandler,
@@ -56,6 +67,8 @@ from adaptmesh_kit.handling import (
     EventContext,
     EventT,
     Handler,
+    Outbox,
+    OutboxItem,
     RejectedEvent,
 )
 from adaptmesh_kit.settings import MeshSettings
@@ -89,6 +102,7 @@ class MeshApp:
         service: str,
         tracer_provider: TracerProvider | None = None,
         artifacts: ArtifactStore | None = None,
+        exactly_once: Collection[Stream] = (),
     ) -> None:
         """Defaults: tracing from the `OTEL_*` environment, artifacts at `artifact_root`."""
         tracer_provider = tracer_provider or tracer_provider_from_env(service)
@@ -131,6 +145,8 @@ class MeshApp:
             topic_of=self.topic,
             dead_letter=self._dead_letter,
             context_for=self._context_for,
+            letter_for=self._letter_for,
+            write_outbox=self._write_outbox,
         )
         self._batch_spans = BatchSpans(tracer_provider, self.consumer_group)
         self._activities: list[
@@ -138,6 +154,12 @@ class MeshApp:
         ] = []
         self._closers: list[Callable[[], Awaitable[None] | None]] = []
         self._started = False
+        self._exactly_once = frozenset(exactly_once)
+        self._producers = PartitionProducers(
+            settings.kafka_bootstrap_servers, self.consumer_group, f"adaptmesh-{service}"
+        )
+        if self._exactly_once:
+            self._subscribe_exactly_once()
 
     def topic(self, stream: Stream) -> str:
         return topic_name(stream, self.settings.topic_prefix)
@@ -167,8 +189,15 @@ class MeshApp:
         would otherwise be dead-lettered again by every instance. A handler that rejects a
         record or keeps failing on it dead-letters it in either kind. A broadcast-only stream
         dead-letters its bad records itself.
+
+        On a stream the service named in `create_app(..., exactly_once=...)`, the group
+        handlers are exactly-once: what they publish is written after they return, in one
+        Kafka transaction with the record's offset (and a dead letter, if the record is
+        rejected); an instance that lost the partition meanwhile is fenced and writes nothing.
         """
         self._check_types(stream, event_types)
+        if stream in self._exactly_once and broadcast:
+            raise ValueError(f"{stream} is exactly-once: broadcast handlers cannot be on it")
 
         def register(
             handler: Callable[[EventT, EventContext], Awaitable[None]],
@@ -176,7 +205,8 @@ class MeshApp:
             created = self._subscriptions.add_record_handler(
                 stream, [t.ce_type() for t in event_types], handler, broadcast=broadcast
             )
-            if created is not None:
+            # Exactly-once streams share the one subscriber made in __init__.
+            if created is not None and stream not in self._exactly_once:
                 self._subscribe_records(stream, created, broadcast=broadcast)
             return handler
 
@@ -215,6 +245,8 @@ class MeshApp:
         It can have broadcast handlers beside it (see `handles`).
         """
         self._check_types(stream, event_types)
+        if stream in self._exactly_once:
+            raise ValueError(f"{stream} is exactly-once: its handlers take one record at a time")
         if not event_types:
             raise ValueError("handles_batch needs at least one event type")
         if max_records < 1:
@@ -257,6 +289,7 @@ class MeshApp:
             group_id=None if broadcast else self.consumer_group,
             auto_offset_reset="earliest" if broadcast else self.settings.auto_offset_reset,
             max_poll_interval_ms=self.settings.max_poll_interval_ms,
+            isolation_level="read_committed",
             ack_policy=AckPolicy.MANUAL,
             listener=None if broadcast else CommitOnRevoke(self._offsets),
             parser=tolerant_parser,
@@ -275,6 +308,7 @@ class MeshApp:
             group_id=self.consumer_group,
             auto_offset_reset=self.settings.auto_offset_reset,
             max_poll_interval_ms=self.settings.max_poll_interval_ms,
+            isolation_level="read_committed",
             ack_policy=AckPolicy.MANUAL,
             listener=CommitOnRevoke(self._offsets),
             parser=batch_message,
@@ -287,6 +321,30 @@ class MeshApp:
             await consumer.consume(message.raw_message, subscriber.consumer)
 
         subscriber(consume)
+
+    def _subscribe_exactly_once(self) -> None:
+        """One group subscriber for every exactly-once stream: with the range assignor and
+        equal partition counts, partition p of each goes to the same instance."""
+        by_topic = {self.topic(stream): stream for stream in sorted(self._exactly_once)}
+        streams = TransactionalStreams(by_topic=by_topic, producers=self._producers)
+        consumer = ExactlyOnceConsumer(self._discipline, streams, self.tracer_provider)
+
+        async def consume(message: KafkaMessage) -> None:
+            await consumer.consume(message.raw_message, message.consumer)
+
+        self.broker.subscriber(
+            *by_topic,
+            group_id=self.consumer_group,
+            auto_offset_reset=self.settings.auto_offset_reset,
+            max_poll_interval_ms=self.settings.max_poll_interval_ms,
+            isolation_level="read_committed",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            ack_policy=AckPolicy.MANUAL,
+            listener=TransactionalRebalance(self._offsets, self._producers),
+            parser=tolerant_parser,
+            decoder=raw_decoder,
+            title=f"{self.service}:exactly-once",
+        )(consume)
 
     def _context_for(self, envelope: Envelope, record: ConsumerRecord[Any, Any]) -> EventContext:
         return EventContext(envelope, record.topic, record.partition, record.offset, self)
@@ -312,6 +370,10 @@ class MeshApp:
             ) from None
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], defect: Defect) -> None:
+        await self._write_outbox(Outbox([self._letter_for(record, defect)]))
+
+    def _letter_for(self, record: ConsumerRecord[Any, Any], defect: Defect) -> OutboxItem:
+        """The dead letter of `record`, as the record to write."""
         letter = dead_letter_for(
             record,
             service=self.service,
@@ -329,8 +391,15 @@ class MeshApp:
             defect.code,
             defect.reason.splitlines()[0],
         )
-        causation = header(record, "ce_id")
-        await self.publish(letter, causation_id=causation, key=record.topic)
+        envelope = self.envelope_for(letter, causation_id=header(record, "ce_id"))
+        return self.record_for(letter, envelope, key=record.topic)
+
+    async def _write_outbox(self, outbox: Outbox) -> None:
+        """Write an outbox's records one by one, each confirmed (no transaction)."""
+        for item in outbox.items:
+            await self.broker.publish(
+                item.value, item.topic, key=item.key, headers=item.headers, no_confirm=False
+            )
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -344,15 +413,40 @@ class MeshApp:
         key: str | None = None,
     ) -> Envelope:
         """Publish one event and wait until the broker has it."""
-        envelope = Envelope.for_event(
+        envelope = self.envelope_for(
+            event, correlation_id=correlation_id, causation_id=causation_id, event_id=event_id
+        )
+        await self._send(event, envelope, key=key, confirm=True)
+        return envelope
+
+    def envelope_for(
+        self,
+        event: MeshEvent,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        event_id: str | None = None,
+    ) -> Envelope:
+        """The CloudEvents envelope this service gives `event`."""
+        return Envelope.for_event(
             event,
             source=self.source,
             correlation_id=correlation_id,
             causation_id=causation_id,
             event_id=event_id,
         )
-        await self._send(event, envelope, key=key, confirm=True)
-        return envelope
+
+    def record_for(
+        self, event: MeshEvent, envelope: Envelope, *, key: str | None = None
+    ) -> OutboxItem:
+        """The Kafka record of `event`: its stream's topic, keyed by domain unless told
+        otherwise, JSON body, CloudEvents headers."""
+        return OutboxItem(
+            topic=self.topic(event.stream),
+            key=(key or event.domain).encode(),
+            value=encode_event(event),
+            headers=envelope.header_texts(),
+        )
 
     async def publish_many(
         self, events: Iterable[MeshEvent], *, correlation_id: str | None = None
@@ -376,11 +470,12 @@ class MeshApp:
 
         With `confirm` it returns once the broker has the record; without, a future for that.
         """
+        record = self.record_for(event, envelope, key=key)
         return await self.broker.publish(
-            encode_event(event),
-            self.topic(event.stream),
-            key=(key or event.domain).encode(),
-            headers=envelope.header_texts(),
+            record.value,
+            record.topic,
+            key=record.key,
+            headers=record.headers,
             no_confirm=not confirm,
         )
 
@@ -430,6 +525,7 @@ class MeshApp:
 
     async def _after_broker_stopped(self) -> None:
         self._started = False
+        await self._producers.close()
         self._processed.close()
         for close in reversed(self._closers):
             result = close()
@@ -478,6 +574,12 @@ def create_app(
     *,
     tracer_provider: TracerProvider | None = None,
     artifacts: ArtifactStore | None = None,
+    exactly_once: Collection[Stream] = (),
 ) -> MeshApp:
-    """Wire a service: broker, telemetry, dead letters, dedupe, commits, health."""
-    return MeshApp(settings, service, tracer_provider, artifacts)
+    """Wire a service: broker, telemetry, dead letters, dedupe, commits, health.
+
+    `exactly_once`: streams whose group handlers commit what they publish together with the
+    record's offset, in one Kafka transaction (see `MeshApp.handles`). They must have equal
+    partition counts (the kit provisions them so): one instance owns partition p of all.
+    """
+    return MeshApp(settings, service, tracer_provider, artifacts, exactly_once)

@@ -28,6 +28,30 @@ class RejectedEvent(Exception):  # noqa: N818  (it names the outcome, not a fail
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One record to write: topic, key, body and text headers."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: dict[str, str]
+
+
+@dataclasses.dataclass(slots=True)
+class Outbox:
+    """What a handler of an exactly-once stream published, written once it has returned, in
+    one transaction with the record's offset."""
+
+    items: list[OutboxItem] = dataclasses.field(default_factory=list)
+
+    def add(self, item: OutboxItem) -> None:
+        self.items.append(item)
+
+    def clear(self) -> None:
+        self.items.clear()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class EventContext:
     """What a handler knows about the record it handles, and how it publishes consequences."""
 
@@ -36,12 +60,28 @@ class EventContext:
     partition: int
     offset: int
     app: MeshApp
+    outbox: Outbox | None = None
+    """Set for exactly-once streams: publishes are collected and committed with the offset."""
 
     async def publish(self, event: MeshEvent, *, event_id: str | None = None) -> Envelope:
         """Publish `event` as a consequence of the event being handled.
 
         `event_id` fixes its `ce_id` (default: a fresh uuid): derive it from the handled
-        event's id and a redelivery republishes the same ids, which consumers drop as seen."""
+        event's id and a redelivery republishes the same ids, which consumers drop as seen.
+
+        On an exactly-once stream (`create_app(..., exactly_once=...)`) the event is written
+        only after the handler returns, atomically with the record's offset; this returns at
+        once, and nothing is written if the handler fails or the instance loses the partition.
+        """
+        if self.outbox is not None:
+            envelope = self.app.envelope_for(
+                event,
+                correlation_id=self.envelope.correlationid,
+                causation_id=self.envelope.id,
+                event_id=event_id,
+            )
+            self.outbox.add(self.app.record_for(event, envelope))
+            return envelope
         return await self.app.publish(
             event,
             correlation_id=self.envelope.correlationid,

@@ -19,7 +19,7 @@ from aiokafka import ConsumerRecord
 from adaptmesh_kit._internal.idempotency import ProcessedLog
 from adaptmesh_kit._internal.offsets import HandledOffsets
 from adaptmesh_kit._internal.subscriptions import Subscriptions
-from adaptmesh_kit.handling import EventContext
+from adaptmesh_kit.handling import EventContext, Outbox, OutboxItem
 from adaptmesh_kit.settings import MeshSettings
 from adaptmesh_schemas.envelope import DecodeError, Envelope, decode_event, read_envelope
 from adaptmesh_schemas.topics import Stream
@@ -52,6 +52,19 @@ class Discipline:
     topic_of: Callable[[Stream], str]
     dead_letter: Callable[[ConsumerRecord[Any, Any], Defect], Awaitable[None]]
     context_for: Callable[[Envelope, ConsumerRecord[Any, Any]], EventContext]
+    # For exactly-once streams: the dead letter as a record to write in the transaction, and
+    # how to write an outbox without Kafka transactions (FastStream's in-memory test broker).
+    letter_for: Callable[[ConsumerRecord[Any, Any], Defect], OutboxItem]
+    write_outbox: Callable[[Outbox], Awaitable[None]]
+
+    def dead_letter_into(
+        self, outbox: Outbox, record: ConsumerRecord[Any, Any], defect: Defect
+    ) -> None:
+        """Add the dead letter of `record` to what the transaction writes."""
+        outbox.add(self.letter_for(record, defect))
+
+    async def publish_outbox(self, outbox: Outbox) -> None:
+        await self.write_outbox(outbox)
 
     def screen(self, stream: Stream, record: ConsumerRecord[Any, Any]) -> Envelope | Defect:
         """The record's envelope, or why no consumer of `stream` can take it."""

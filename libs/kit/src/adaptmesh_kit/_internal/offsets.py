@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -39,6 +40,12 @@ class HandledOffsets:
     async def _commit_later(self) -> None:
         await asyncio.sleep(self._interval)
         await self.commit()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """No commit runs while inside (a transaction commits offsets itself meanwhile)."""
+        async with self._lock:
+            yield
 
     async def commit(self, only: set[TopicPartition] | None = None) -> None:
         async with self._lock:

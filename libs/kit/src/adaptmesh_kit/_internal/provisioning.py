@@ -21,6 +21,8 @@ def topic_configs(stream: Stream, settings: MeshSettings) -> dict[str, str]:
     configs: dict[str, str] = {}
     if TOPIC_SPECS[stream].compacted:
         configs["cleanup.policy"] = "compact"
+    if TOPIC_SPECS[stream].kept_forever:
+        configs["retention.ms"] = "-1"
     if stream in USER_INPUT_STREAMS:
         configs["max.message.bytes"] = str(settings.input_topic_max_bytes)
     return configs
