@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 KAFKA_JARS := infra/kafka/lib/.complete
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-backbone test lint typecheck schemas bench-backbone bench-loop bench-incremental bench-drift up clean
+.PHONY: setup browser demo demo-backbone test lint typecheck schemas bench-backbone bench-loop bench-incremental bench-drift up clean
 
 setup: .venv/.synced $(KAFKA_JARS)
 
@@ -25,7 +25,16 @@ demo: setup
 demo-backbone: setup
 	$(UV) run --frozen adaptmesh demo-backbone
 
-test: setup lint typecheck
+# Headless Chromium for the test of the gate's HTML report (Debian packages; apt needs root).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver \
+		|| { $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y chromium chromium-driver; }; \
+	fi
+
+test: setup browser lint typecheck
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 lint:

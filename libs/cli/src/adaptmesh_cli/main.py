@@ -6,6 +6,8 @@ adaptmesh watch [STREAM]       print events from a mesh topic as they arrive
 adaptmesh release-base         move every domain on one base model to another
 adaptmesh replay               rebuild every dataset version from the log, check the digests
 adaptmesh rebuild DOMAIN VER   retrain a model from its recorded inputs, compare bytes and metrics
+adaptmesh report DOMAIN|VER    a gate decision: summary, checks, and its HTML report (--html PATH)
+adaptmesh audit DOMAIN         every gate decision, rollback and refused rollback, with reasons
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from adaptmesh_cli.demo import run_demo
 from adaptmesh_cli.rebuild import run_rebuild
 from adaptmesh_cli.replay import run_replay
+from adaptmesh_cli.reports import add_report_commands, run_audit, run_report
 from adaptmesh_cli.scenario import run_scenario
 from adaptmesh_cli.up import run_up
 from adaptmesh_kit import MeshSettings, create_app
@@ -185,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (one return per
     rebuild_cmd.add_argument(
         "--scratch", type=Path, help="artifact store for the rebuilt model (default: temporary)"
     )
+    add_report_commands(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -203,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (one return per
             return asyncio.run(run_replay(settings, domain=args.domain, store=args.store))
         elif args.command == "rebuild":
             return run_rebuild(settings, args.domain, args.model_version, scratch=args.scratch)
+        elif args.command == "report":
+            return asyncio.run(run_report(settings, args.target, html=args.html))
+        elif args.command == "audit":
+            return asyncio.run(run_audit(settings, args.domain))
         else:
             asyncio.run(watch(Stream(args.stream), settings, from_beginning=args.from_beginning))
     except KeyboardInterrupt:
