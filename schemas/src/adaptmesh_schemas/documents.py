@@ -157,7 +157,11 @@ class PairedComparison(Value):
     champion)."""
 
     examples: int = Field(ge=0, description="Eval examples both were scored on.")
-    confidence: float = Field(description="Confidence of the intervals (two-sided bounds).")
+    confidence: float = Field(
+        description="Confidence of each bound, one-sided (the policy's): the difference is at "
+        "least `low`, and at most `high`, each with this confidence; together `[low, high]` is "
+        "a two-sided interval at 2 x confidence - 1 (90% for 0.95)."
+    )
     bootstrap_samples: int = Field(ge=0, description="Bootstrap resamples drawn.")
     seed: int = Field(description="Seed of the resampling (fixed per candidate and dataset).")
     macro_f1_difference: Interval = Field(description="Difference in macro-F1.")
@@ -169,15 +173,20 @@ class PairedComparison(Value):
         ge=0, description="Examples the champion got right and the candidate wrong (McNemar c)."
     )
     mcnemar_p_worse: float = Field(
-        ge=0, le=1, description="Exact one-sided McNemar p-value that the candidate is less "
-        "accurate than the champion."
+        ge=0,
+        le=1,
+        description="Exact one-sided McNemar p-value that the candidate is less "
+        "accurate than the champion.",
     )
     mcnemar_p_better: float = Field(
-        ge=0, le=1, description="Exact one-sided McNemar p-value that the candidate is more "
-        "accurate than the champion."
+        ge=0,
+        le=1,
+        description="Exact one-sided McNemar p-value that the candidate is more "
+        "accurate than the champion.",
     )
     per_label_confidence: float = Field(
-        description="Confidence of each per-label interval (Bonferroni over the labels)."
+        description="Confidence of each per-label bound, one-sided: Bonferroni over the k "
+        "labels compared, 1 - (1 - confidence) / k."
     )
     per_label: dict[str, Interval] = Field(
         default_factory=dict, description="Difference in F1 per label both models know."

@@ -320,8 +320,8 @@ def _label_regressions(
                 passed=False,
                 reason=f"label {label}: F1 {_score(paired.candidate_f1[label])} vs champion {name} "
                 f"{_score(paired.champion_f1[label])} on {paired.support[label]} eval examples, "
-                f"difference {_signed(interval.estimate)}, {level} upper bound "
-                f"{_signed(interval.high)} < {_signed(allowed)} allowed: significantly worse",
+                f"drop {_score(-interval.estimate)} ({level} lower bound {_score(-interval.high)}) "
+                f"> allowed {_score(policy.max_regression)}: significantly worse",
             )
     if failed or largest is None:
         return
