@@ -257,6 +257,8 @@ class Tally:
     approved: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RULES, 0))
     failed: Counter[str] = field(default_factory=Counter)  # paired checks failed, by name
     too_small: int = 0
+    # McNemar's p(worse) <= alpha: an info line under non-inferiority (it judges nothing).
+    mcnemar_worse: int = 0
     resolution: float = 0.0
     # Per draw: the lower bound of the macro-F1 difference, and whether every paired check
     # other than non-inferiority passed (the verdict at another margin follows from both).
@@ -323,6 +325,7 @@ def judge(
             comparison = decision.comparison
             assert comparison is not None
             tally.too_small += comparison.too_small is not None
+            tally.mcnemar_worse += comparison.mcnemar_p_worse <= 1 - POLICY.confidence + 1e-9
             tally.resolution += comparison.resolution / draws
             tally.lows.append(comparison.macro_f1_difference.low)
             tally.others_passed.append(not failed - {"non-inferiority"})
@@ -444,6 +447,10 @@ def run(data: DataSet, *, per_label: int, draws: int, retrain: bool) -> Rates:
             f"({draws} draws, {time.perf_counter() - started:.0f}s)",
             flush=True,
         )
+        significant = ", ".join(
+            f"{name} {tallies[size][name].mcnemar_worse / draws:.0%}" for name in names
+        )
+        print(f"  {'':>5}  McNemar p(worse) <= alpha (info, judges nothing): {significant}")
     ours, point = combined(rates, RULES[2]), combined(rates, RULES[0])
     print(f"  ratio at {HEADLINE_SIZE}: {ours / point:.2f}" if point else "  ratio: n/a")
 

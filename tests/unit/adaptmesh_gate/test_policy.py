@@ -130,6 +130,13 @@ def checks_named(decision: Decision, name: str) -> list[str]:
     return [check.reason for check in decision.checks if check.check == name]
 
 
+def mcnemar_line(decision: Decision) -> str:
+    """The McNemar line: an info line (it judges nothing) of the comparison with the champion."""
+    [line] = [check for check in decision.checks if check.reason.startswith("McNemar exact")]
+    assert (line.check, line.passed) == ("info", True)
+    return line.reason
+
+
 def balanced(*labels: str, each: int) -> tuple[DatasetExample, ...]:
     return examples_of([label for _ in range(each) for label in labels])
 
@@ -178,11 +185,12 @@ def test_an_equal_candidate_passes_every_paired_check_with_numbers() -> None:
         "macro-F1 difference +0.000 vs champion m1, 95% bounds [+0.000, +0.000]: lower bound "
         ">= -0.020 (margin), non-inferior on 120 eval examples"
     )
-    [line] = checks_named(decision, "mcnemar")
-    assert line == (
-        "McNemar exact p=1.000 > 0.050 that the candidate is less accurate: the candidate is "
-        "wrong on 0 eval examples champion m1 got right and right on 0 it got wrong"
+    assert mcnemar_line(decision) == (
+        "McNemar exact p=1.000 that the candidate is less accurate: the candidate is wrong on 0 "
+        "eval examples champion m1 got right and right on 0 it got wrong, not significantly less "
+        "accurate"
     )
+    assert not checks_named(decision, "mcnemar"), "McNemar is no check of its own"
     [line] = checks_named(decision, "label-regression")
     assert line == (
         "no label significantly more than 0.020 below champion m1 on 3 shared label(s) with "
@@ -208,12 +216,14 @@ def test_a_significant_drop_on_one_label_rejects_with_one_line_for_that_label() 
         "(98.33% lower bound 0.194) > allowed 0.020: significantly worse"
     )
     assert "not compared (no eval support): misc" in decision.reasons
-    # 20 discordant examples, all the champion's: McNemar p = 2**-20.
-    [line] = checks_named(decision, "mcnemar")
-    assert line == (
-        "McNemar exact p=9.5e-07 <= 0.050: the candidate is wrong on 20 eval examples champion "
-        "m1 got right and right on 0 it got wrong, significantly less accurate"
+    # 20 discordant examples, all the champion's: McNemar p = 2**-20, stated, judging nothing.
+    assert mcnemar_line(decision) == (
+        "McNemar exact p=9.5e-07 that the candidate is less accurate: the candidate is wrong on "
+        "20 eval examples champion m1 got right and right on 0 it got wrong, significantly less "
+        "accurate"
     )
+    failed = [check.check for check in decision.checks if not check.passed]
+    assert failed == ["non-inferiority", "label-regression"]
 
 
 def test_a_drop_of_one_example_is_noise_not_a_regression() -> None:
@@ -226,7 +236,8 @@ def test_a_drop_of_one_example_is_noise_not_a_regression() -> None:
     [line] = checks_named(decision, "label-regression")
     assert line.startswith("no label significantly more than 0.020 below champion m1 on 5 ")
     assert "largest drop 0.043 on gold, upper bound +0.000" in line
-    assert checks_named(decision, "mcnemar")[0].startswith("McNemar exact p=0.500 > 0.050")
+    assert mcnemar_line(decision).startswith("McNemar exact p=0.500 that the candidate is less")
+    assert mcnemar_line(decision).endswith(", not significantly less accurate")
     # 60 examples cannot show non-inferiority within 0.02: the report says so.
     assert decision.comparison is not None
     too_small = decision.comparison.too_small
@@ -259,6 +270,28 @@ def test_a_candidate_much_worse_overall_is_rejected_by_non_inferiority() -> None
     )
 
 
+def test_a_candidate_significantly_but_slightly_less_accurate_is_non_inferior() -> None:
+    """McNemar asks "exactly as accurate?": on 2,000 examples it is sure a candidate wrong on
+    1% more of them is less accurate, but 0.01 is inside the margin, so it is approved; the
+    McNemar line still says what it found."""
+    labels = ("gold", "trade", "ship", "grain", "crude")
+    examples = balanced(*labels, each=400)
+    champion = model("m1", examples, answers(examples))
+    # 4 errors a label, each sent to the next label: every label's F1 drops by 0.01.
+    wrong = {label: (4, labels[(index + 1) % 5]) for index, label in enumerate(labels)}
+    candidate = model("m2", examples, answers(examples, wrong))
+    decision = decide(POLICY, candidate, champion, examples, seed=SEED)
+    assert decision.approved
+    [line] = checks_named(decision, "non-inferiority")
+    assert line.startswith("macro-F1 difference -0.010 vs champion m1, 95% bounds [")
+    assert line.endswith("lower bound >= -0.020 (margin), non-inferior on 2000 eval examples")
+    assert mcnemar_line(decision) == (
+        "McNemar exact p=9.5e-07 that the candidate is less accurate: the candidate is wrong on "
+        "20 eval examples champion m1 got right and right on 0 it got wrong, significantly less "
+        "accurate"
+    )
+
+
 def test_superiority_asks_for_a_better_candidate() -> None:
     superiority = POLICY.model_copy(update={"test": "superiority"})
     examples = balanced("gold", "trade", each=100)
@@ -274,6 +307,30 @@ def test_superiority_asks_for_a_better_candidate() -> None:
     assert not decision.approved
     [line] = checks_named(decision, "superiority")
     assert "lower bound <= 0 and McNemar exact p=1.000 > 0.050" in line
+
+
+def test_superiority_needs_mcnemar_as_well_as_a_higher_macro_f1() -> None:
+    """The candidate fixes the champion's misses on a small label and makes as many on a large
+    one: macro-F1 rises clearly (the lower bound is above 0), accuracy does not, so McNemar
+    finds no evidence that it is right more often and the candidate is not superior."""
+    superiority = POLICY.model_copy(update={"test": "superiority"})
+    examples = examples_of(["earn"] * 1000 + ["trade"] * 100)
+    champion = model("m1", examples, answers(examples, {"trade": (60, "earn")}))
+    candidate = model("m2", examples, answers(examples, {"earn": (60, "trade")}))
+    decision = decide(superiority, candidate, champion, examples, seed=SEED)
+    assert not decision.approved
+    assert decision.comparison is not None
+    assert decision.comparison.macro_f1_difference.low > 0
+    assert decision.comparison.candidate_only_right == decision.comparison.champion_only_right
+    [line] = checks_named(decision, "superiority")
+    assert line == (
+        "macro-F1 difference +0.098 vs champion m1, 95% bounds [+0.046, +0.151]: lower bound > 0 "
+        "and McNemar exact p=0.536 > 0.050 that it is more accurate, not shown superior on 1100 "
+        "eval examples"
+    )
+    failed = [check.check for check in decision.checks if not check.passed]
+    assert failed == ["superiority"]
+    assert mcnemar_line(decision).endswith(", not significantly less accurate")
 
 
 def test_labels_without_eval_support_are_not_compared() -> None:
@@ -362,11 +419,12 @@ def test_missing_answers_fail_the_paired_checks(
     assert not decision.approved
     assert decision.comparison is None
     failed = [check for check in decision.checks if not check.passed]
-    assert [check.check for check in failed] == ["non-inferiority", "mcnemar", "label-regression"]
+    assert [check.check for check in failed] == ["non-inferiority", "label-regression"]
     assert failed[0].reason == (
         f"non-inferiority vs champion m1 cannot be computed: {why} (a check that cannot be "
         "computed fails)"
     )
+    assert not [reason for reason in decision.reasons if reason.startswith("McNemar")]
 
 
 def test_a_champion_without_eval_examples_to_compare_on_fails() -> None:
@@ -374,7 +432,12 @@ def test_a_champion_without_eval_examples_to_compare_on_fails() -> None:
     candidate = contender(evaluation("m2", {"gold": (0.9, 5)}))
     decision = decide(POLICY, candidate, champion)
     assert not decision.approved
-    assert "mcnemar vs champion m1 cannot be computed: no eval examples" in decision.reasons[2]
+    failed = [check.check for check in decision.checks if not check.passed]
+    assert failed == ["non-inferiority", "label-regression"]
+    assert decision.reasons[2] == (
+        "label-regression vs champion m1 cannot be computed: no eval examples (a check that "
+        "cannot be computed fails)"
+    )
 
 
 # --- per-label floors ----------------------------------------------------------------------------
@@ -575,11 +638,13 @@ def test_every_failing_check_is_reported_together() -> None:
     assert failed == [
         "floor",
         "non-inferiority",
-        "mcnemar",
         "label-regression",
         "label-regression",
         "must-pass",
     ]
+    # 60 discordant examples, all the champion's: reported, though it judges nothing.
+    assert mcnemar_line(decision).startswith("McNemar exact p=8.7e-19 that the candidate is ")
+    assert mcnemar_line(decision).endswith(", significantly less accurate")
     assert decision.reasons[0] == "macro-F1 0.250 < floor 0.500"
     assert decision.reasons[-1] == (
         "must-pass 0/1: case a (rule MiFID-II/Art-24) expected gold, got trade"

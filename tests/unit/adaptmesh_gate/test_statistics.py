@@ -14,7 +14,7 @@ from adaptmesh_gate.statistics import (
     mcnemar,
 )
 from adaptmesh_schemas.values import GatePolicy
-from tests.unit.adaptmesh_gate.test_policy import checks_named, examples_of, model
+from tests.unit.adaptmesh_gate.test_policy import checks_named, examples_of, mcnemar_line, model
 
 POLICY = GatePolicy()
 
@@ -77,12 +77,12 @@ def test_identical_answers_give_a_zero_difference_and_are_approved() -> None:
     assert decision.approved
 
 
-@pytest.mark.parametrize(("n", "extra_errors"), [(300, 0.3), (1000, 0.05)])
-def test_a_candidate_wrong_on_more_examples_is_rejected_by_both_tests(
-    n: int, extra_errors: float
-) -> None:
-    """Wrong on `extra_errors` of the examples the champion gets right (and on all it misses)."""
-    rng = np.random.default_rng(5)
+def less_accurate(
+    n: int, extra_errors: float, seed: int = 5
+) -> tuple[list[str], list[str], list[str]]:
+    """True labels, a champion right on ~90% of them, and a candidate wrong on `extra_errors`
+    of the examples the champion gets right (and on all it misses)."""
+    rng = np.random.default_rng(seed)
     labels = ["a", "b", "c", "d", "e"]
     truth = [str(label) for label in rng.choice(labels, size=n)]
     champion = noisy_answers(rng, truth, labels, 0.9)
@@ -91,6 +91,14 @@ def test_a_candidate_wrong_on_more_examples_is_rejected_by_both_tests(
         answer if answer != label or rng.random() >= extra_errors else "ab"[label == "a"]
         for answer, label in zip(champion, truth, strict=True)
     ]
+    return truth, candidate, champion
+
+
+@pytest.mark.parametrize(("n", "extra_errors"), [(300, 0.3), (1000, 0.05)])
+def test_a_candidate_wrong_on_more_examples_fails_non_inferiority_and_mcnemar_says_so(
+    n: int, extra_errors: float
+) -> None:
+    truth, candidate, champion = less_accurate(n, extra_errors)
     examples = examples_of(truth)
     decision = decide(
         POLICY,
@@ -101,10 +109,46 @@ def test_a_candidate_wrong_on_more_examples_is_rejected_by_both_tests(
     )
     assert not decision.approved
     failed = {check.check for check in decision.checks if not check.passed}
-    assert {"non-inferiority", "mcnemar"} <= failed
-    [line] = checks_named(decision, "mcnemar")
-    assert line.startswith("McNemar exact p=")
-    assert "significantly less accurate" in line
+    assert "non-inferiority" in failed
+    assert "mcnemar" not in {check.check for check in decision.checks}
+    line = mcnemar_line(decision)
+    assert decision.comparison is not None
+    assert decision.comparison.mcnemar_p_worse <= 0.05
+    assert decision.comparison.candidate_only_right == 0
+    assert line.endswith(
+        f"wrong on {decision.comparison.champion_only_right} eval examples champion m1 got "
+        "right and right on 0 it got wrong, significantly less accurate"
+    )
+
+
+def test_a_candidate_less_accurate_by_less_than_the_margin_passes_though_mcnemar_is_sure() -> None:
+    """On 4,000 examples a candidate wrong on 32 (0.8%) the champion gets right, right on none
+    it misses: McNemar finds it less accurate beyond doubt, but the drop is well inside the
+    margin (0.03), so it is approved. (While McNemar was a check it rejected such candidates:
+    bench/gate's 15%-flip newsgroups model in 45% of its 1,000-example eval splits.)"""
+    truth, candidate, champion = less_accurate(4000, 0.011, seed=8)
+    examples = examples_of(truth)
+    decision = decide(
+        POLICY.model_copy(update={"bootstrap_samples": 500}),
+        model("m2", examples, candidate),
+        model("m1", examples, champion),
+        examples,
+        seed=decision_seed("ds", "m2", "m1"),
+    )
+    assert decision.approved
+    comparison = decision.comparison
+    assert comparison is not None
+    assert comparison.mcnemar_p_worse < 1e-6
+    assert (
+        -POLICY.margin
+        < comparison.macro_f1_difference.low
+        < comparison.macro_f1_difference.estimate
+        < 0
+    )
+    assert checks_named(decision, "non-inferiority")[0].endswith(
+        "non-inferior on 4000 eval examples"
+    )
+    assert mcnemar_line(decision).endswith(", significantly less accurate")
 
 
 def test_the_bounds_cover_a_known_difference_at_their_confidence() -> None:
