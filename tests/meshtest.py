@@ -48,7 +48,7 @@ async def read_records(
     timeout: float = 30.0,
     where: Callable[[ConsumerRecord[bytes, bytes]], bool] = lambda _r: True,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """The first `count` records of `topic` that match, read from the beginning."""
+    """The first `count` committed records of `topic` that match, read from the beginning."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -56,6 +56,8 @@ async def read_records(
         enable_auto_commit=False,
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=16 * 1024 * 1024,
+        # What every consumer of the mesh sees: records of aborted transactions never count.
+        isolation_level="read_committed",
     )
     await consumer.start()
     found: list[ConsumerRecord[bytes, bytes]] = []

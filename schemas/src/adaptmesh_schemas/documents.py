@@ -223,7 +223,7 @@ class CheckResult(Value):
     """One check of the policy and its verdict."""
 
     check: str = Field(
-        description="floor, non-inferiority, superiority, mcnemar, label-regression, "
+        description="floor, non-inferiority, superiority, label-regression, "
         "label-floor, slice, must-pass, or info (a line that judges nothing)."
     )
     passed: bool = Field(description="Whether it passed (info lines always do).")

@@ -139,8 +139,10 @@ class GatePolicy(Value):
     paired: a bootstrap confidence interval for the difference in macro-F1 (resampling eval
     examples) and an exact McNemar test on per-example correctness. `test` says what the
     candidate must show: `non_inferiority` (it is not worse than the champion by more than
-    `margin`) or `superiority` (it is better). Wrong promotions happen at most at rate
-    1 - `confidence` when the candidate really is worse by more than `margin`.
+    `margin`; McNemar is reported, not judged: it tests "exactly as accurate") or
+    `superiority` (it is better: interval above 0 and McNemar significant). Wrong promotions
+    happen at most at rate 1 - `confidence` when the candidate really is worse by more than
+    `margin`.
     """
 
     min_macro_f1: float = Field(default=0.5, ge=0, le=1, description="Absolute macro-F1 floor.")

@@ -65,11 +65,13 @@ def model_ready(
     domain: str = DOMAIN,
     labels: tuple[str, ...] = LABELS,
     sha256: str | None = None,
+    promotion: int | None = None,
 ) -> ModelReady:
     digest = sha256 or hashlib.sha256(model_version.encode()).hexdigest()
     return ModelReady(
         domain=domain,
         model_version=model_version,
+        promotion=promotion,
         artifact=ArtifactRef(
             uri=f"file:///artifacts/models/{domain}/{model_version}/manifest.json", sha256=digest
         ),

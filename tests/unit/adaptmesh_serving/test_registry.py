@@ -59,6 +59,30 @@ def test_a_superseded_version_in_a_newer_record_is_a_re_promotion() -> None:
     assert registry.decide(model_ready("v1"), origin(3)) is LoadDecision.LOAD
 
 
+def test_a_late_record_with_a_lower_promotion_number_never_rolls_back() -> None:
+    # A writer that should have been fenced appends the older v1 after v2 was promoted: the
+    # record is newer in the log, but the gate numbered it earlier.
+    registry = ModelRegistry()
+    registry.install(FakeClassifier("v2"), model_ready("v2", promotion=2), origin(4))
+    assert registry.decide(model_ready("v1", promotion=1), origin(5)) is LoadDecision.STALE
+    # A record from before promotion numbers, or a rival with the same number: stale too.
+    assert registry.decide(model_ready("v1"), origin(6)) is LoadDecision.STALE
+    assert registry.decide(model_ready("v3", promotion=2), origin(7)) is LoadDecision.STALE
+    served = registry.serving(DOMAIN)
+    assert served is not None
+    assert served.model_version == "v2"
+
+
+def test_a_rollback_on_purpose_is_a_higher_number_and_loads_the_older_model() -> None:
+    registry = ModelRegistry()
+    registry.install(FakeClassifier("v1"), model_ready("v1", promotion=1), origin(1))
+    registry.install(FakeClassifier("v2"), model_ready("v2", promotion=2), origin(2))
+    assert registry.decide(model_ready("v1", promotion=3), origin(3)) is LoadDecision.LOAD
+    # Numbered records replace legacy ones.
+    legacy = registry_serving("v0", offset=0)
+    assert legacy.decide(model_ready("v1", promotion=1), origin(1)) is LoadDecision.LOAD
+
+
 def test_records_on_another_partition_cannot_be_ordered_and_are_not_stale() -> None:
     registry = registry_serving("v1", offset=10)
     assert registry.decide(model_ready("v2"), origin(0, partition=1)) is LoadDecision.LOAD

@@ -8,6 +8,7 @@ adaptmesh replay               rebuild every dataset version from the log, check
 adaptmesh rebuild DOMAIN VER   retrain a model from its recorded inputs, compare bytes and metrics
 adaptmesh report DOMAIN|VER    a gate decision: summary, checks, and its HTML report (--html PATH)
 adaptmesh audit DOMAIN         every gate decision, rollback and refused rollback, with reasons
+adaptmesh rollback DOMAIN      serve an earlier approved model again (--to VERSION --reason TEXT)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from adaptmesh_cli.demo import run_demo
 from adaptmesh_cli.rebuild import run_rebuild
 from adaptmesh_cli.replay import run_replay
 from adaptmesh_cli.reports import add_report_commands, run_audit, run_report
+from adaptmesh_cli.rollback import add_rollback_command, request_of, run_rollback
 from adaptmesh_cli.scenario import run_scenario
 from adaptmesh_cli.up import run_up
 from adaptmesh_kit import MeshSettings, create_app
@@ -189,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (one return per
         "--scratch", type=Path, help="artifact store for the rebuilt model (default: temporary)"
     )
     add_report_commands(commands)
+    add_rollback_command(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -211,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (one return per
             return asyncio.run(run_report(settings, args.target, html=args.html))
         elif args.command == "audit":
             return asyncio.run(run_audit(settings, args.domain))
+        elif args.command == "rollback":
+            return asyncio.run(run_rollback(settings, request_of(args), wait=args.wait))
         else:
             asyncio.run(watch(Stream(args.stream), settings, from_beginning=args.from_beginning))
     except KeyboardInterrupt:

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import uvicorn
 from aiokafka import ConsumerRecord
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
@@ -89,6 +90,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Every member of a consumer group must offer a common assignor. The exactly-once subscriber
+# needs the range assignor (it keeps partition p of several topics together), so every group
+# subscriber offers it first; round robin, aiokafka's default, is offered too so that members
+# still running an older kit can share the group while instances are replaced one by one.
+GROUP_ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
 
 BatchHandlerT = TypeVar("BatchHandlerT", bound=BatchHandler)
 
@@ -290,6 +297,7 @@ class MeshApp:
             auto_offset_reset="earliest" if broadcast else self.settings.auto_offset_reset,
             max_poll_interval_ms=self.settings.max_poll_interval_ms,
             isolation_level="read_committed",
+            partition_assignment_strategy=GROUP_ASSIGNORS,
             ack_policy=AckPolicy.MANUAL,
             listener=None if broadcast else CommitOnRevoke(self._offsets),
             parser=tolerant_parser,
@@ -309,6 +317,7 @@ class MeshApp:
             auto_offset_reset=self.settings.auto_offset_reset,
             max_poll_interval_ms=self.settings.max_poll_interval_ms,
             isolation_level="read_committed",
+            partition_assignment_strategy=GROUP_ASSIGNORS,
             ack_policy=AckPolicy.MANUAL,
             listener=CommitOnRevoke(self._offsets),
             parser=batch_message,

@@ -26,8 +26,9 @@ async def log_bounds(bootstrap_servers: str, topic: str) -> dict[int, tuple[int,
 
     A partition with nothing readable has both equal to its first offset.
     """
-    # Naming the topic makes start() wait for its metadata (the partition list); no group is
-    # joined and nothing is committed.
+    # Naming the topic makes start() wait for its metadata (the partition list) and, without a
+    # group, assigns every partition (so the tail can be read by seeking); nothing is committed.
+    # (Re-assigning an unsubscribed consumer instead made its stop() take a minute.)
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap_servers,
@@ -41,8 +42,6 @@ async def log_bounds(bootstrap_servers: str, topic: str) -> dict[int, tuple[int,
         starts = await consumer.beginning_offsets(partitions)
         # read_committed: the last stable offset, before any transaction still open.
         stable_ends = await consumer.end_offsets(partitions)
-        consumer.unsubscribe()
-        consumer.assign(partitions)
         bounds: dict[int, tuple[int, int]] = {}
         for tp in partitions:
             first, stable_end = starts[tp], stable_ends[tp]

@@ -148,8 +148,9 @@ class Gate:
         # Written before anything is published: a failed write fails the handler (retried)
         # before any event went out, and no event ever names a document that is not there.
         report_ref = await asyncio.to_thread(store.put_document, report)
-        html = render_report(report).encode()
-        html_ref = await asyncio.to_thread(store.put_bytes, html)
+        # Rendering a report of many labels takes a while (~0.1 s for 52): off the event loop.
+        html = await asyncio.to_thread(render_report, report)
+        html_ref = await asyncio.to_thread(store.put_bytes, html.encode())
         profile_ref: ArtifactRef | None = None
         if decision.approved and judged.profile is not None:
             profile_ref = await asyncio.to_thread(store.put_document, judged.profile)

@@ -16,7 +16,7 @@ from typing import Annotated, Self
 from fastapi import FastAPI, HTTPException, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from adaptmesh_schemas.values import ArtifactRef, Lineage
+from adaptmesh_schemas.values import ArtifactRef, Lineage, Rollback
 from adaptmesh_serving.predictions import NoModelError, PredictionService, ServedPrediction
 from adaptmesh_serving.registry import DomainStatus, ModelRegistry
 
@@ -94,6 +94,12 @@ class ModelStatusResponse(BaseModel):
         description="Dataset version, recipe version, base model, parent model, seed, ..."
     )
     gate_report: ArtifactRef | None = Field(description="The report that approved it.")
+    promotion: int | None = Field(
+        default=None, description="The domain's promotion number of this model.ready."
+    )
+    rollback: Rollback | None = Field(
+        default=None, description="Set when it was put back by a rollback: of what, who, why."
+    )
     loaded_at: datetime | None = Field(description="When this replica loaded it.")
     ready_record: ReadyRecordView | None = Field(description="Where it was announced.")
     last_error: LoadErrorView | None = Field(
@@ -110,6 +116,8 @@ class ModelStatusResponse(BaseModel):
             artifact=served.ready.artifact if served else None,
             lineage=served.ready.lineage if served else None,
             gate_report=served.ready.gate_report if served else None,
+            promotion=served.ready.promotion if served else None,
+            rollback=served.ready.rollback if served else None,
             loaded_at=served.loaded_at if served else None,
             ready_record=ReadyRecordView(
                 event_id=served.origin.event_id,

@@ -158,6 +158,20 @@ class LoadDecision(enum.Enum):
     STALE = "stale"
 
 
+def _older_promotion(ready: ModelReady, current: ModelReady) -> bool:
+    """Whether `ready` promotes no later than what serves: the gate numbers each domain's
+    promotions, so a record numbered at or below the current one (or without a number while
+    the current one has one) is a late or foreign write, never a deliberate change; a rollback
+    on purpose comes as a new, higher number."""
+    if current.promotion is None:
+        return False
+    if ready.promotion is None:
+        return True
+    return ready.promotion < current.promotion or (
+        ready.promotion == current.promotion and ready.model_version != current.model_version
+    )
+
+
 class ModelRegistry:
     """The model serving each domain in this process."""
 
@@ -173,7 +187,7 @@ class ModelRegistry:
             return LoadDecision.LOAD
         if origin.event_id == current.origin.event_id:
             return LoadDecision.ALREADY_SERVING
-        if origin.is_before(current.origin):
+        if origin.is_before(current.origin) or _older_promotion(ready, current.ready):
             return LoadDecision.STALE
         if (
             ready.model_version == current.model_version
