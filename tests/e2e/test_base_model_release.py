@@ -8,9 +8,8 @@ its MiniLM champion.
 
 The two domains are built so that the gate's two answers are clear-cut, not marginal. Both
 recipes use the same ordinary policy (floor 0.5, the gate's paired statistics at their
-defaults); only the data and
-the training settings differ. Measured in-process with `train_classifier` + `evaluate` on the
-same examples, splits and seed (2 cores):
+defaults); only the data and the training settings differ. Measured in-process with
+`train_classifier` + `evaluate` on the same examples, splits and seed (2 cores):
 
 * `easy`: short, clearly separable texts (sports / weather / cooking), 2 epochs at lr 2e-3.
   MiniLM learns slowly there (macro-F1 0.823: sports 0.94, weather 0.71, cooking 0.82);

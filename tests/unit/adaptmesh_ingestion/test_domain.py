@@ -572,3 +572,20 @@ def test_a_rejected_change_adds_no_step(started: DomainState, change: Change) ->
 )
 def test_each_change_names_its_kind(change: Change, kind: str) -> None:
     assert change_kind(change) == kind
+
+
+# -- where examples come from --------------------------------------------------------------
+
+
+def test_every_example_carries_its_source_for_the_gates_slices(started: DomainState) -> None:
+    state = apply(
+        started,
+        batch(("soybean crop", "grain"), batch_id="b-17"),
+        regulation("RULE-9", documents=(example("opec quota", "crude"),)),
+        feedback("port strike", "trade"),
+    )
+    sources = {e.text: (e.source, e.source_name) for e in state.examples}
+    assert sources["wheat exports fell"] == ("data-batch", "b1")
+    assert sources["soybean crop"] == ("data-batch", "b-17")
+    assert sources["opec quota"] == ("regulation", "RULE-9")
+    assert sources["port strike"] == ("feedback", None)

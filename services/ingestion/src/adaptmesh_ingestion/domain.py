@@ -52,7 +52,7 @@ from adaptmesh_schemas.events import (
     TaxonomyChanged,
 )
 from adaptmesh_schemas.events.changes import TaxonomyOperation
-from adaptmesh_schemas.values import BaseModelSpec, LabelledExample
+from adaptmesh_schemas.values import BaseModelSpec, ExampleSource, LabelledExample
 
 Change = (
     RecipeChanged
@@ -91,6 +91,10 @@ class Example:
     text: str
     label: str
     source_event_id: str
+    source: ExampleSource | None = None
+    """What kind of change brought it; the gate judges eval slices by it."""
+    source_name: str | None = None
+    """Which one: the data batch's id, the regulation's rule id (none for feedback)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +160,16 @@ def apply_change(state: DomainState | None, change: Change, event_id: str) -> Do
         case BaseModelChanged():
             new_state = replace(state, base_model=change.base_model)
         case DataBatchSubmitted():
-            new_state = _apply_examples(state, change, change.examples, event_id)
+            new_state = _apply_examples(
+                state, change, change.examples, event_id, ("data-batch", change.batch_id)
+            )
         case FeedbackSubmitted():
             feedback = LabelledExample(
                 text=change.text,
                 label=change.true_label,
                 example_id=default_example_id(change.text),
             )
-            new_state = _apply_examples(state, change, (feedback,), event_id)
+            new_state = _apply_examples(state, change, (feedback,), event_id, ("feedback", None))
         case _:
             assert_never(change)
     return _capped(new_state)
@@ -329,8 +335,9 @@ def _apply_examples(
     change: Change,
     incoming: Sequence[LabelledExample],
     event_id: str,
+    source: tuple[ExampleSource, str | None],
 ) -> DomainState:
-    examples = _examples_from(incoming, event_id)
+    examples = _examples_from(incoming, event_id, source)
     _require_known_labels(state, change, [_labelled_example(e) for e in examples], "examples")
     return replace(state, examples=_merged(state.examples, examples))
 
@@ -340,7 +347,7 @@ def _apply_regulation(state: DomainState, change: RegulationChanged, event_id: s
     repeated = _repeated([case.case_id for case in change.must_pass])
     if repeated:
         raise ChangeRejected(f"{_subject(change)}: must-pass case ids repeat: {_quoted(repeated)}")
-    documents = _examples_from(change.documents, event_id)
+    documents = _examples_from(change.documents, event_id, ("regulation", rule.rule_id))
     cases = [
         MustPassRecord(
             rule_id=rule.rule_id,
@@ -368,13 +375,20 @@ def _apply_regulation(state: DomainState, change: RegulationChanged, event_id: s
     return replace(state, examples=_merged(state.examples, documents), must_pass=tuple(must_pass))
 
 
-def _examples_from(incoming: Sequence[LabelledExample], event_id: str) -> list[Example]:
+def _examples_from(
+    incoming: Sequence[LabelledExample],
+    event_id: str,
+    source: tuple[ExampleSource, str | None],
+) -> list[Example]:
+    kind, name = source
     return [
         Example(
             example_id=example.example_id or default_example_id(example.text),
             text=example.text,
             label=example.label,
             source_event_id=event_id,
+            source=kind,
+            source_name=name,
         )
         for example in incoming
     ]

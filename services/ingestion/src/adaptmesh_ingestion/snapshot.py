@@ -47,6 +47,8 @@ def snapshot_of(
                 label=example.label,
                 split=split_of(example.example_id, eval_fraction),
                 source_event_id=example.source_event_id,
+                source=example.source,
+                source_name=example.source_name,
             )
             for example in sorted(state.examples, key=lambda e: e.example_id)
         ),
@@ -108,6 +110,8 @@ def state_of(snapshot: DatasetSnapshot, recency: Sequence[str]) -> DomainState:
                 text=example.text,
                 label=example.label,
                 source_event_id=example.source_event_id,
+                source=example.source,
+                source_name=example.source_name,
             )
             for example in (by_id[example_id] for example_id in recency)
         ),
