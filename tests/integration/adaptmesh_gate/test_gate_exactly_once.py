@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adaptmesh_cli.reports import read_topic
+from adaptmesh_cli.logs import read_topic
 from adaptmesh_cli.rollback import EXIT_REFUSED, EXIT_ROLLED_BACK, run_rollback
 from adaptmesh_gate.app import build_app
 from adaptmesh_gate.evaluation import EvalSet, Evaluated

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from adaptmesh_cli.replay import read_log
+from adaptmesh_cli.logs import read_topic
 from adaptmesh_kit import ArtifactError, ArtifactStore, MeshSettings
 from adaptmesh_ml import (
     ADAPTER_WEIGHTS_FILE,
@@ -313,7 +313,7 @@ def _scores(evaluation: ModelEvaluation) -> object:
 
 async def find_model(settings: MeshSettings, domain: str, model_version: str) -> ArtifactRef | None:
     """The manifest ref of `domain`'s `model_version`, from its `model.trained` event."""
-    for _, event in await read_log(settings, Stream.TRAINING):
+    for _, event in await read_topic(settings, Stream.TRAINING):
         if (
             isinstance(event, ModelTrained)
             and event.model_version == model_version

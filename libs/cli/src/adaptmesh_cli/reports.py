@@ -19,33 +19,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
+from adaptmesh_cli.logs import read_topic
 from adaptmesh_kit import ArtifactError, ArtifactStore, MeshSettings
-from adaptmesh_kit.topic_ends import log_bounds
 from adaptmesh_schemas import (
-    DecodeError,
     Envelope,
-    MeshEvent,
     Stream,
-    decode_event,
-    read_envelope,
     topic_name,
 )
 from adaptmesh_schemas.documents import GateReport
 from adaptmesh_schemas.events import GateApproved, GateRejected, RollbackRefused, RolledBack
 from adaptmesh_schemas.versioning import parse_dataschema
 
-log = logging.getLogger(__name__)
 
-POLL_MS = 500
-READ_TIMEOUT_SECONDS = 120.0
 EXIT_FOUND, EXIT_FAILED, EXIT_NOT_FOUND = 0, 1, 2
 """Exit codes: a decision was found (and its HTML written, when it has one); an artifact could
 not be read; nothing matched."""
@@ -56,64 +46,6 @@ Say = Callable[[str], None]
 
 
 # --- reading ---------------------------------------------------------------------------------
-
-
-async def read_topic(settings: MeshSettings, stream: Stream) -> list[tuple[Envelope, MeshEvent]]:
-    """Every decodable event of `stream`'s topic, from its beginning to where it ends now.
-
-    Read as `read_committed` (records of aborted transactions are never seen) without a
-    consumer group; in log order within each partition (a domain's events share one). Records
-    that do not decode were dead-lettered by their consumers and are left out.
-    """
-    topic = topic_name(stream, settings.topic_prefix)
-    bounds = await log_bounds(settings.kafka_bootstrap_servers, topic)
-    ends = {TopicPartition(topic, p): end for p, (first, end) in bounds.items() if end > first}
-    if not ends:
-        return []
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
-    await consumer.start()
-    events: list[tuple[Envelope, MeshEvent]] = []
-    try:
-        consumer.assign(list(ends))
-        await consumer.seek_to_beginning(*ends)
-        remaining = dict(ends)
-        async with asyncio.timeout(READ_TIMEOUT_SECONDS):
-            while remaining:
-                batch = await consumer.getmany(*remaining, timeout_ms=POLL_MS)
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.offset < ends[tp]:
-                            _decode_into(events, record.headers, record.value, topic)
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= remaining[tp]:
-                        del remaining[tp]
-    except TimeoutError:
-        raise RuntimeError(
-            f"could not read {topic} to its end within {READ_TIMEOUT_SECONDS:g} s "
-            f"(still waiting on partitions {sorted(tp.partition for tp in remaining)})"
-        ) from None
-    finally:
-        await consumer.stop()
-    return events
-
-
-def _decode_into(
-    events: list[tuple[Envelope, MeshEvent]],
-    headers: Sequence[tuple[str, bytes]],
-    value: bytes | None,
-    topic: str,
-) -> None:
-    try:
-        envelope = read_envelope(headers)
-        events.append((envelope, decode_event(envelope, value)))
-    except DecodeError as error:
-        log.info("skipping an undecodable record of %s: %s", topic, error)
 
 
 async def read_gate_log(settings: MeshSettings) -> list[tuple[Envelope, GateRecord]]:
