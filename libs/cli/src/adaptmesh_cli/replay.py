@@ -22,7 +22,6 @@ from adaptmesh_schemas import (
 from adaptmesh_schemas.events import DatasetVersioned
 
 
-
 async def replay_mesh(
     settings: MeshSettings, *, domain: str | None = None, store: Path | None = None
 ) -> list[DomainReplay]:

@@ -35,7 +35,6 @@ from adaptmesh_schemas.documents import GateReport
 from adaptmesh_schemas.events import GateApproved, GateRejected, RollbackRefused, RolledBack
 from adaptmesh_schemas.versioning import parse_dataschema
 
-
 EXIT_FOUND, EXIT_FAILED, EXIT_NOT_FOUND = 0, 1, 2
 """Exit codes: a decision was found (and its HTML written, when it has one); an artifact could
 not be read; nothing matched."""
