@@ -373,7 +373,7 @@ async def _scenario(
 
     audit = await adaptmesh_cli(mesh, "audit", DOMAIN)
     assert audit.returncode == 0, audit.stdout
-    verdicts = [line.split("  ")[3] for line in audit.stdout.splitlines() if line[:1].isdigit()]
+    verdicts = [line.split("  ")[4] for line in audit.stdout.splitlines() if line[:1].isdigit()]
     assert verdicts == ["APPROVED"] * 3 + ["ROLLED BACK", "REFUSED"], audit.stdout
     report = await adaptmesh_cli(
         mesh, "report", second["model_version"], "--html", str(Path(mesh.work_dir) / "r.html")
