@@ -24,6 +24,7 @@ class Stream(StrEnum):
     TRAINING = "training"
     GATE = "gate"
     MODELS_READY = "models.ready"
+    ROLLOUT = "rollout"
     DEADLETTER = "deadletter"
 
 
@@ -115,6 +116,14 @@ TOPIC_SPECS: dict[Stream, TopicSpec] = {
             "The production model per domain, with its reference profile; log-compacted, "
             "key = domain.",
             compacted=True,
+        ),
+        TopicSpec(
+            Stream.ROLLOUT,
+            1,
+            "serving",
+            ("users", "CLI"),
+            "What each serving replica has loaded (or failed to load) and that it is alive: a "
+            "rollout is complete when every live replica reports the new model.",
         ),
         TopicSpec(
             Stream.DEADLETTER,

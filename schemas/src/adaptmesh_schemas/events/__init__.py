@@ -28,6 +28,7 @@ from adaptmesh_schemas.events.gate import (
 from adaptmesh_schemas.events.inference import InferenceLogged
 from adaptmesh_schemas.events.models import ModelReady
 from adaptmesh_schemas.events.retrain import RetrainReason, RetrainRequested
+from adaptmesh_schemas.events.rollout import ModelLoaded, ModelLoadFailed, ReplicaStatus
 from adaptmesh_schemas.events.training import (
     ModelTrained,
     TrainingFailed,
@@ -54,11 +55,14 @@ __all__ = [
     "LabelRenamed",
     "LabelRetired",
     "LabelsMerged",
+    "ModelLoadFailed",
+    "ModelLoaded",
     "ModelReady",
     "ModelTrained",
     "RawHeader",
     "RecipeChanged",
     "RegulationChanged",
+    "ReplicaStatus",
     "RetrainReason",
     "RetrainRequested",
     "RollbackRefused",
