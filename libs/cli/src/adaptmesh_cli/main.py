@@ -2,7 +2,8 @@
 
 adaptmesh demo                 the backbone round trip on an embedded broker
 adaptmesh publish FILE         publish a change event (JSON body) to the mesh
-adaptmesh watch [STREAM]       print events from a mesh topic as they arrive
+adaptmesh watch [STREAM]       print events from a mesh topic as they arrive (`watch rollout`:
+                               how many serving replicas serve each domain's production model)
 adaptmesh release-base         move every domain on one base model to another
 adaptmesh replay               rebuild every dataset version from the log, check the digests
 adaptmesh rebuild DOMAIN VER   retrain a model from its recorded inputs, compare bytes and metrics
@@ -26,6 +27,7 @@ from adaptmesh_cli.rebuild import run_rebuild
 from adaptmesh_cli.replay import run_replay
 from adaptmesh_cli.reports import add_report_commands, run_audit, run_report
 from adaptmesh_cli.rollback import add_rollback_command, request_of, run_rollback
+from adaptmesh_cli.rollout import watch_rollout
 from adaptmesh_cli.scenario import run_scenario
 from adaptmesh_cli.up import run_up
 from adaptmesh_kit import MeshSettings, create_app
@@ -138,7 +140,8 @@ def _describe_evidence(evidence: DriftEvidence) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (one return per command)
+def build_parser() -> argparse.ArgumentParser:
+    """Every `adaptmesh` command and its arguments."""
     parser = argparse.ArgumentParser(
         prog="adaptmesh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -192,7 +195,35 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (one return per
     )
     add_report_commands(commands)
     add_rollback_command(commands)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run_on_mesh(args: argparse.Namespace, settings: MeshSettings) -> int:
+    """The commands that talk to a running mesh."""
+    match args.command:
+        case "publish":
+            asyncio.run(publish(args.file, args.type, settings))
+        case "release-base":
+            asyncio.run(release_base(release_of(args), settings))
+        case "replay":
+            return asyncio.run(run_replay(settings, domain=args.domain, store=args.store))
+        case "rebuild":
+            return run_rebuild(settings, args.domain, args.model_version, scratch=args.scratch)
+        case "report":
+            return asyncio.run(run_report(settings, args.target, html=args.html))
+        case "audit":
+            return asyncio.run(run_audit(settings, args.domain))
+        case "rollback":
+            return asyncio.run(run_rollback(settings, request_of(args), wait=args.wait))
+        case "watch" if args.stream == Stream.ROLLOUT.value:
+            asyncio.run(watch_rollout(settings))
+        case _:
+            asyncio.run(watch(Stream(args.stream), settings, from_beginning=args.from_beginning))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "up":
             otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -201,23 +232,6 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (one return per
             return run_scenario()
         if args.command == "demo-backbone":
             return asyncio.run(run_demo())
-        settings = MeshSettings()
-        if args.command == "publish":
-            asyncio.run(publish(args.file, args.type, settings))
-        elif args.command == "release-base":
-            asyncio.run(release_base(release_of(args), settings))
-        elif args.command == "replay":
-            return asyncio.run(run_replay(settings, domain=args.domain, store=args.store))
-        elif args.command == "rebuild":
-            return run_rebuild(settings, args.domain, args.model_version, scratch=args.scratch)
-        elif args.command == "report":
-            return asyncio.run(run_report(settings, args.target, html=args.html))
-        elif args.command == "audit":
-            return asyncio.run(run_audit(settings, args.domain))
-        elif args.command == "rollback":
-            return asyncio.run(run_rollback(settings, request_of(args), wait=args.wait))
-        else:
-            asyncio.run(watch(Stream(args.stream), settings, from_beginning=args.from_beginning))
+        return _run_on_mesh(args, MeshSettings())
     except KeyboardInterrupt:
         return 130
-    return 0
