@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 ModelLoader = Callable[[ArtifactRef], Predictor]
 """Loads (and digest-verifies) the model behind a manifest reference; blocking."""
 
+WARM_UP_TEXT = "warm-up"
+"""Answered once by every freshly loaded model before it serves: the first call of a model
+pays for lazy initialisation (kernels, caches), which no user request should."""
+
 
 @dataclass(frozen=True, slots=True)
 class SwapOutcome:
@@ -33,6 +38,12 @@ class SwapOutcome:
     """The model installed from this record, when it was."""
     failure: LoadFailure | None = None
     """Why the model could not be loaded, when it could not; the old model keeps serving."""
+    replaced: str | None = None
+    """The version the domain served before the switch (or still serves, after a failure)."""
+    load_seconds: float = 0.0
+    """Reading, verifying, loading and warming up the model."""
+    switch_ms: float = 0.0
+    """From the record read to the switch, the load excluded."""
 
 
 async def load_and_swap(
@@ -43,6 +54,7 @@ async def load_and_swap(
     A model that cannot be loaded (missing file, digest mismatch, a manifest that names
     another model) leaves the current one serving and is recorded in the domain's status.
     """
+    read_at = time.perf_counter()
     decision = registry.decide(ready, origin)
     if decision is not LoadDecision.LOAD:
         log.info(
@@ -53,11 +65,13 @@ async def load_and_swap(
             decision.value,
         )
         return SwapOutcome(decision)
+    loading_started = time.perf_counter()
     try:
-        predictor = await asyncio.to_thread(load, ready.artifact)
+        predictor = await asyncio.to_thread(_load_and_warm_up, load, ready.artifact)
         mismatch = _mismatch(predictor, ready)
     except Exception as error:  # noqa: BLE001  (every way a load fails is reported the same way)
         mismatch = f"{type(error).__name__}: {error}"
+    load_seconds = time.perf_counter() - loading_started
     if mismatch is not None:
         reason = f"model {ready.model_version} from {ready.artifact.uri} not loaded: {mismatch}"
         failure = registry.record_failure(ready, origin, reason)
@@ -67,15 +81,34 @@ async def load_and_swap(
             reason,
             current.model_version if current else "no model",
         )
-        return SwapOutcome(decision, failure=failure)
+        return SwapOutcome(
+            decision,
+            failure=failure,
+            replaced=current.model_version if current else None,
+            load_seconds=load_seconds,
+        )
     # Records are handled one at a time, but decide again: the load took a while.
     if (again := registry.decide(ready, origin)) is not LoadDecision.LOAD:
         return SwapOutcome(again)
+    before = registry.serving(ready.domain)
     served = registry.install(predictor, ready, origin)
+    switch_seconds = time.perf_counter() - read_at - load_seconds
     log.info(
         "%s: now serving %s (labels %s)", ready.domain, ready.model_version, ", ".join(ready.labels)
     )
-    return SwapOutcome(decision, served=served)
+    return SwapOutcome(
+        decision,
+        served=served,
+        replaced=before.model_version if before else None,
+        load_seconds=load_seconds,
+        switch_ms=switch_seconds * 1000,
+    )
+
+
+def _load_and_warm_up(load: ModelLoader, artifact: ArtifactRef) -> Predictor:
+    predictor = load(artifact)
+    predictor.predict([WARM_UP_TEXT], batch_size=1)
+    return predictor
 
 
 def _mismatch(predictor: Predictor, ready: ModelReady) -> str | None:
