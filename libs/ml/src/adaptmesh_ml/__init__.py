@@ -30,6 +30,13 @@ from adaptmesh_ml.model_files import (
     configure_torch_threads,
 )
 from adaptmesh_ml.profiles import profile_from_predictions, reference_profile
+from adaptmesh_ml.shared_base import (
+    AdapterInfo,
+    AdapterUnloadedError,
+    BaseInfo,
+    DomainModel,
+    SharedBaseModels,
+)
 from adaptmesh_ml.training import (
     TrainedModel,
     TrainingCancelledError,
@@ -50,12 +57,17 @@ __all__ = [
     "LABELS_FILE",
     "MANIFEST_FILE",
     "SKETCH_DIMENSIONS",
+    "AdapterInfo",
+    "AdapterUnloadedError",
+    "BaseInfo",
     "BaseModelCache",
     "BaseModelNotFoundError",
     "Classifier",
+    "DomainModel",
     "HeadMapping",
     "ModelFilesError",
     "Prediction",
+    "SharedBaseModels",
     "TrainedModel",
     "TrainingCancelledError",
     "TrainingProgress",
