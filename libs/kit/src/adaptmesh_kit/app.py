@@ -26,8 +26,9 @@ have), `discipline.py` (what they all do alike) and `tracing.py` (their spans).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from typing import Any, TypeVar
 
 import uvicorn
@@ -44,6 +45,7 @@ from adaptmesh_kit._internal.batches import BatchConsumer
 from adaptmesh_kit._internal.deadletter import dead_letter_for
 from adaptmesh_kit._internal.discipline import Defect, Discipline
 from adaptmesh_kit._internal.heap import freeze_startup_heap
+from adaptmesh_kit._internal.hosting import ASGIApp, requiring_lifespan
 from adaptmesh_kit._internal.idempotency import ProcessedLog
 from adaptmesh_kit._internal.offsets import CommitOnRevoke, HandledOffsets
 from adaptmesh_kit._internal.parsing import batch_message, header, raw_decoder, tolerant_parser
@@ -98,6 +100,11 @@ log = logging.getLogger(__name__)
 GROUP_ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
 
 BatchHandlerT = TypeVar("BatchHandlerT", bound=BatchHandler)
+
+HEALTH_TIMEOUT_SECONDS = 5.0
+"""`/health` is 204 when Kafka answers a ping within this long."""
+HTTP_GRACEFUL_SHUTDOWN_SECONDS = 30
+"""At SIGTERM, how long a hosted HTTP app's requests in hand may take to finish."""
 
 
 class MeshApp:
@@ -549,31 +556,78 @@ class MeshApp:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def healthy(self, within_seconds: float = 5.0) -> bool:
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _http: object = None) -> AsyncIterator[None]:
+        """The app running for the body of an `async with`, as `async with app:` does.
+
+        Shaped as an ASGI framework's lifespan, so an HTTP app the service hosts runs the
+        service: `FastAPI(lifespan=app.lifespan)` (the argument, the HTTP app, is ignored), or
+        `async with app.lifespan(): yield` inside a lifespan of its own. Work of the service's
+        own that must run exactly while the broker does goes in `while_running`.
+        """
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the broker has started and not yet stopped."""
+        return self._started
+
+    async def healthy(self, within_seconds: float = HEALTH_TIMEOUT_SECONDS) -> bool:
+        """Whether Kafka answers a ping within `within_seconds`: what `/health` reports."""
         return await self.broker.ping(within_seconds)
+
+    def health_asgi(self) -> Any:
+        """`GET /health` as every service answers it (204 when Kafka answers within 5 s, 500
+        when not), as an ASGI app a hosted HTTP app can route to, e.g. Starlette's or
+        FastAPI's `http.add_route("/health", app.health_asgi())`."""
+        return make_ping_asgi(self.broker, timeout=HEALTH_TIMEOUT_SECONDS)
 
     def asgi(self, *routes: tuple[str, Any]) -> AsgiFastStream:
         """An ASGI app running the broker, with `GET /health` (204 when Kafka answers)."""
         return AsgiFastStream(
             self.broker,
-            asgi_routes=[("/health", make_ping_asgi(self.broker, timeout=5.0)), *routes],
+            asgi_routes=[("/health", self.health_asgi()), *routes],
             on_startup=[self._before_broker_starts],
             after_startup=[self._after_broker_started],
             on_shutdown=[self._before_broker_stops],
             after_shutdown=[self._after_broker_stopped],
         )
 
-    def run(self) -> None:
-        """Serve until SIGINT/SIGTERM, then drain: finish the record in hand and commit."""
+    def run(
+        self, http: ASGIApp | None = None, *, host: str | None = None, port: int | None = None
+    ) -> None:
+        """Serve until SIGINT/SIGTERM, then drain: finish the record in hand and commit.
+
+        Without `http`, the kit's own ASGI app (`asgi()`: `/health`) listens on
+        `health_host:health_port`. With `http`, that ASGI app listens instead, on `host:port`
+        (default: the health ones); its lifespan must run this app (`lifespan=app.lifespan`),
+        or start-up fails saying so. At SIGTERM the server stops accepting, lets requests in
+        hand finish (up to `HTTP_GRACEFUL_SHUTDOWN_SECONDS`), then the lifespan stops the
+        service: `while_running` activities, then the broker (the record in hand finishes).
+        """
         logging.basicConfig(
             level=self.settings.log_level,
             format=f"%(asctime)s {self.service} %(levelname)s %(name)s: %(message)s",
         )
+        if http is None:
+            uvicorn.run(
+                self.asgi(),
+                host=self.settings.health_host,
+                port=self.settings.health_port,
+                log_level=self.settings.log_level.lower(),
+            )
+            return
         uvicorn.run(
-            self.asgi(),
-            host=self.settings.health_host,
-            port=self.settings.health_port,
+            requiring_lifespan(http, lambda: self.running, self.service),
+            host=self.settings.health_host if host is None else host,
+            port=self.settings.health_port if port is None else port,
             log_level=self.settings.log_level.lower(),
+            lifespan="on",
+            timeout_graceful_shutdown=HTTP_GRACEFUL_SHUTDOWN_SECONDS,
         )
 
 
