@@ -173,6 +173,7 @@ async def test_unknown_domain_and_domain_without_a_model_are_404_with_the_reason
     serving: tuple[Serving, httpx.AsyncClient],
 ) -> None:
     service, client = serving
+    service.ready = True  # before that, a domain without a model may still be loading: 503
     response = await client.post("/v1/domains/nowhere/predict", json={"text": "x"})
     assert response.status_code == 404
     assert "no model.ready has been seen" in response.json()["detail"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +33,9 @@ class FakeClassifier:
     """Says `grain` when the text mentions wheat, else `crude`; counts its calls.
 
     `gate`, when given, holds every call until it is set, so a test can keep a prediction
-    in flight.
+    in flight. `seconds_per_call` and `seconds_per_text` make a call cost time as a real model
+    does (a fixed overhead plus a share per text; sleeping, so no CPU), and a call with a text
+    equal to `fail_on` raises.
     """
 
     def __init__(
@@ -40,18 +43,29 @@ class FakeClassifier:
         model_version: str,
         labels: tuple[str, ...] = LABELS,
         gate: threading.Event | None = None,
+        *,
+        seconds_per_call: float = 0.0,
+        seconds_per_text: float = 0.0,
+        fail_on: str | None = None,
     ) -> None:
         self.model_version = model_version
         self.labels = labels
         self.calls: list[list[str]] = []
         self.threads: set[int] = set()
         self._gate = gate
+        self._seconds_per_call = seconds_per_call
+        self._seconds_per_text = seconds_per_text
+        self._fail_on = fail_on
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[FakePrediction]:
         self.threads.add(threading.get_ident())
         self.calls.append(list(texts))
         if self._gate is not None:
             self._gate.wait(30)
+        if self._seconds_per_call or self._seconds_per_text:
+            time.sleep(self._seconds_per_call + self._seconds_per_text * len(texts))
+        if self._fail_on is not None and self._fail_on in texts:
+            raise RuntimeError(f"the model cannot take {self._fail_on!r}")
         return [self._one(text) for text in texts]
 
     def _one(self, text: str) -> FakePrediction:

@@ -1,9 +1,10 @@
-"""The registry's swap and no-rollback rules, and a served model's exclusive predictions."""
+"""The registry's swap and no-rollback rules, and a served model's first-prediction claim.
+
+(How models are called — off the loop, one batch at a time per model — is in test_batching.)
+"""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -132,19 +133,3 @@ def test_only_the_first_prediction_gets_the_loading_trace() -> None:
     served = ServedModel(FakeClassifier("v1"), model_ready("v1"), loaded_from, datetime.now(UTC))
     assert served.claim_first_prediction() == carrier
     assert served.claim_first_prediction() is None
-
-
-async def test_predictions_run_off_the_event_loop_one_at_a_time() -> None:
-    gate = threading.Event()
-    classifier = FakeClassifier("v1", gate=gate)
-    served = ServedModel(classifier, model_ready("v1"), origin(0), datetime.now(UTC))
-    first = asyncio.create_task(served.predict(["crude oil"], batch_size=8))
-    second = asyncio.create_task(served.predict(["wheat harvest"], batch_size=8))
-    await asyncio.sleep(0.2)
-    # The loop is free while the model works, and the second call waits its turn.
-    assert classifier.calls == [["crude oil"]]
-    gate.set()
-    one, two = await asyncio.gather(first, second)
-    assert [p.label for p in one] == ["crude"]
-    assert [p.label for p in two] == ["grain"]
-    assert threading.get_ident() not in classifier.threads

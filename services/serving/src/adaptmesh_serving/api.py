@@ -2,23 +2,48 @@
 
 `create_api` takes everything it serves from (`ServingRuntime`) as an argument, so tests drive
 it with a registry of their own and no broker.
+
+A predict request's body is checked before FastAPI reads it (`_GuardedBody`): its size against
+`max_body_bytes` (the declared Content-Length first, then what actually arrives), then that it
+is JSON at all (media type, empty, UTF-8, syntax), each with a 4xx saying what is wrong; the
+request model then checks fields and types (422).
 """
 
 # No `from __future__ import annotations` here: FastAPI resolves the request model, which is
 # built per app from the limits in settings, from the endpoint's annotations at definition time.
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from fastapi import FastAPI, HTTPException, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute, APIRouter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from starlette.types import Message
 
 from adaptmesh_schemas.values import ArtifactRef, Lineage, Rollback
+from adaptmesh_serving.batching import (
+    DeadlineExceeded,
+    ModelCallError,
+    Overloaded,
+    ShuttingDown,
+)
 from adaptmesh_serving.predictions import NoModelError, PredictionService, ServedPrediction
 from adaptmesh_serving.registry import DomainStatus, ModelRegistry
+
+STARTING_RETRY_AFTER_SECONDS = 2
+"""Retry-After of a 503 for a domain without a model while the start-up read goes on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +58,7 @@ class ServingRuntime:
     """Whether Kafka answers."""
     max_batch: int = 64
     max_text_chars: int = 20_000
+    max_body_bytes: int = 2 * 1024 * 1024
 
 
 class PredictionResponse(BaseModel):
@@ -148,8 +174,120 @@ class ReadinessResponse(BaseModel):
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to be longer than `max_bytes`."""
+    too_large = (
+        f"the request body is larger than {max_bytes} bytes (MESH_SERVING_MAX_BODY_BYTES); "
+        "send fewer or shorter texts"
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="invalid Content-Length")
+        if int(declared) > max_bytes:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=too_large)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_json(request: Request, body: bytes) -> None:
+    """A 4xx unless `body` is a JSON document (whatever its shape: the model checks that)."""
+    content_type = request.headers.get("content-type")
+    if content_type is None or not _is_json(content_type):
+        sent = "none" if content_type is None else repr(content_type.split(";", 1)[0].strip())
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail=f"the request body must be JSON, sent with content-type application/json "
+            f"(content-type: {sent})",
+        )
+    if not body.strip():
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail='the request body is empty: send {"text": "..."} or {"texts": [...]}',
+        )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail=f"the request body is not UTF-8 (byte {error.start}: {error.reason})",
+        ) from None
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as error:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail=f"the request body is not valid JSON: {error.msg} at line {error.lineno} "
+            f"column {error.colno}",
+        ) from None
+    except RecursionError:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, detail="the request body is nested too deeply"
+        ) from None
+
+
+def _replaying(request: Request, body: bytes) -> Request:
+    """`request` with its body read: the route reads it again from memory."""
+    replayed = False
+
+    async def receive() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await request.receive()  # e.g. a disconnect
+
+    return Request(request.scope, receive)
+
+
+def _guarded_body(max_body_bytes: int) -> type[APIRoute]:
+    """A route class whose requests' bodies are checked before FastAPI parses them."""
+
+    class GuardedBody(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request) -> Response:
+                body = await _read_body(request, max_body_bytes)
+                _check_json(request, body)
+                return await handler(_replaying(request, body))
+
+            return guarded
+
+    return GuardedBody
+
+
+async def _invalid_request(_: Request, error: Exception) -> JSONResponse:
+    """422 with what is wrong where, without echoing the input: a text can be long, and one
+    that is not valid Unicode could not even be written into the answer."""
+    errors = error.errors() if isinstance(error, RequestValidationError) else []
+    return JSONResponse(
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        content={
+            "detail": [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in errors]
+        },
+    )
+
+
+def _refusal(code: int, detail: str, retry_after: int) -> HTTPException:
+    return HTTPException(code, detail=detail, headers={"Retry-After": str(retry_after)})
+
+
 def create_api(runtime: ServingRuntime, *, lifespan: Lifespan | None = None) -> FastAPI:
     """The FastAPI app answering from `runtime`."""
+    # A lone surrogate ("\\ud800" in JSON) is not a valid string here: no tokenizer takes one,
+    # and one such text would fail every request batched with it.
     text_type = Annotated[str, StringConstraints(min_length=1, max_length=runtime.max_text_chars)]
 
     class PredictRequest(BaseModel):
@@ -176,23 +314,60 @@ def create_api(runtime: ServingRuntime, *, lifespan: Lifespan | None = None) -> 
         summary="Predictions from each domain's production model.",
         lifespan=lifespan,
     )
+    api.add_exception_handler(RequestValidationError, _invalid_request)
 
-    @api.post(
+    # Its own router: only the predict route's bodies go through the guard.
+    predicting = APIRouter(route_class=_guarded_body(runtime.max_body_bytes))
+
+    @predicting.post(
         "/v1/domains/{domain}/predict",
-        responses={404: {"description": "No model serves this domain (yet)."}},
+        responses={
+            400: {"description": "The body is empty, not UTF-8 or not JSON."},
+            404: {"description": "No model serves this domain."},
+            413: {"description": "The body is larger than MESH_SERVING_MAX_BODY_BYTES."},
+            415: {"description": "The body is not sent as application/json."},
+            429: {"description": "Too many texts waiting for this model: see Retry-After."},
+            500: {"description": "The model call of this request's batch failed."},
+            503: {
+                "description": "Starting (no model for the domain yet) or shutting down: "
+                "see Retry-After."
+            },
+            504: {"description": "No answer within MESH_SERVING_REQUEST_TIMEOUT_MS."},
+        },
     )
     async def predict(
         domain: str, body: PredictRequest, request: Request
     ) -> PredictionResponse | BatchPredictionResponse:
-        """Classify `text` (one answer) or `texts` (one answer each, in order)."""
+        """Classify `text` (one answer) or `texts` (one answer each, in order), with the model
+        serving `domain` when the request arrives; every answer names that model."""
         texts = [body.text] if body.text is not None else list(body.texts or [])
         try:
             answers = await runtime.predictions.predict(domain, texts, dict(request.headers))
         except NoModelError as error:
+            if not runtime.is_ready():
+                raise _refusal(
+                    status.HTTP_503_SERVICE_UNAVAILABLE,
+                    f"serving is starting: {error}; the start-up read of model.ready goes on",
+                    STARTING_RETRY_AFTER_SECONDS,
+                ) from None
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from None
+        except Overloaded as error:
+            raise _refusal(
+                status.HTTP_429_TOO_MANY_REQUESTS, str(error), error.retry_after
+            ) from None
+        except ShuttingDown as error:
+            raise _refusal(
+                status.HTTP_503_SERVICE_UNAVAILABLE, str(error), error.retry_after
+            ) from None
+        except DeadlineExceeded as error:
+            raise HTTPException(status.HTTP_504_GATEWAY_TIMEOUT, detail=str(error)) from None
+        except ModelCallError as error:
+            raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, detail=str(error)) from None
         if body.text is not None:
             return PredictionResponse.of(answers[0])
         return BatchPredictionResponse(predictions=[PredictionResponse.of(a) for a in answers])
+
+    api.include_router(predicting)
 
     @api.get(
         "/v1/domains/{domain}/model",

@@ -6,7 +6,6 @@ from opentelemetry import propagate
 
 from adaptmesh_kit import EventContext, RejectedEvent
 from adaptmesh_schemas.events import ModelReady
-from adaptmesh_serving.catchup import StartupCatchUp
 from adaptmesh_serving.loading import ModelLoader, load_and_swap
 from adaptmesh_serving.registry import ModelOrigin, ModelRegistry
 
@@ -18,18 +17,9 @@ class ModelReadyHandler:
     beginning, so replaying a record must be harmless (the registry's rules make it so).
     """
 
-    def __init__(
-        self, registry: ModelRegistry, load: ModelLoader, catch_up: StartupCatchUp
-    ) -> None:
+    def __init__(self, registry: ModelRegistry, load: ModelLoader) -> None:
         self._registry = registry
         self._load = load
-        self._catch_up = catch_up
-        self._in_flight = 0
-
-    @property
-    def busy(self) -> bool:
-        """Whether a record is being handled right now."""
-        return self._in_flight > 0
 
     async def __call__(self, event: ModelReady, context: EventContext) -> None:
         # Inside the kit's handler the current span is this record's consume span, which
@@ -43,12 +33,7 @@ class ModelReadyHandler:
             correlation_id=context.envelope.correlationid,
             trace_carrier=carrier,
         )
-        self._in_flight += 1
-        try:
-            outcome = await load_and_swap(self._registry, self._load, event, origin)
-        finally:
-            self._in_flight -= 1
-            self._catch_up.handled(context.partition, context.offset)
+        outcome = await load_and_swap(self._registry, self._load, event, origin)
         if outcome.failure is not None:
             # Dead-lettered with the reason, so operators see it next to the original record.
             raise RejectedEvent(outcome.failure.reason)

@@ -1,5 +1,9 @@
 """Answering predictions: the model call, its span, and the sampled inference log.
 
+A request is answered by the model serving its domain when it starts: its texts join that
+model's batch queue (`batching.py`) with the model pinned to each of them, so a swap meanwhile
+changes nothing for it, and its answers name the model that computed them.
+
 Tracing rule: the first prediction a model serves in this process continues the trace of the
 `model.ready` record that loaded it (its span is a child of that record's consume span), so one
 trace runs from the user's change event to the first prediction of the model it produced, and
@@ -15,6 +19,7 @@ what is still in flight at shutdown.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import uuid
@@ -26,6 +31,7 @@ from opentelemetry.trace import Link, SpanKind, Tracer
 
 from adaptmesh_schemas.events import InferenceLogged
 from adaptmesh_schemas.events.inference import MAX_LOGGED_TEXT_CHARS
+from adaptmesh_serving.batching import Batching, BatchLimits
 from adaptmesh_serving.registry import ModelOrigin, ModelRegistry, PredictionLike, ServedModel
 
 log = logging.getLogger(__name__)
@@ -65,7 +71,7 @@ class PredictionService:
         tracer: Tracer,
         publish: InferencePublisher,
         sample_rate: float,
-        batch_size: int = 64,
+        limits: BatchLimits | None = None,
         log_texts: bool = True,
         sampler: random.Random | None = None,
     ) -> None:
@@ -73,8 +79,17 @@ class PredictionService:
         self._tracer = tracer
         self._publish = publish
         self._sample_rate = sample_rate
-        self._batch_size = batch_size
         self._log_texts = log_texts
+        limits = limits or BatchLimits()
+        # One batcher (queue, worker, thread) per model; a swapped-out model's batcher goes
+        # once its last requests are answered.
+        self.batching: Batching[ServedModel, ServedModel, PredictionLike] = Batching(
+            functools.partial(predict_rows, batch_size=limits.max_batch_size),
+            limits,
+            key_of=lambda served: served,
+            is_live=lambda served: registry.serving(served.domain) is served,
+            name_of=repr,
+        )
         # Sampling is statistical, not a secret: a plain PRNG is right.
         self._sampler = sampler or random.Random()
         self._pending: set[asyncio.Task[None]] = set()
@@ -82,10 +97,16 @@ class PredictionService:
     async def predict(
         self, domain: str, texts: Sequence[str], request_headers: Mapping[str, str]
     ) -> list[ServedPrediction]:
-        """Predict `texts` with the model serving `domain`; raises `NoModelError`."""
+        """Predict `texts` with the model serving `domain` now.
+
+        Raises `NoModelError`, or from batching `Overloaded`/`ShuttingDown` (before anything
+        was queued), `DeadlineExceeded` or `ModelCallError`.
+        """
         served = self._registry.serving(domain)
         if served is None:
             raise NoModelError(domain, self._no_model_reason(domain))
+        # Queued before the first-prediction claim: a refused request is no prediction.
+        pending = self.batching.submit(served, texts)
         first_of = served.claim_first_prediction()
         caller = propagate.extract(request_headers)
         caller_span = trace.get_current_span(caller).get_span_context()
@@ -106,7 +127,7 @@ class PredictionService:
                 "adaptmesh.first_prediction": first_of is not None,
             },
         ):
-            predictions = await served.predict(texts, self._batch_size)
+            predictions = await pending.result()
             answers = [self._answer(served, prediction) for prediction in predictions]
             # Inside the span: each task copies the current context, so the publish span
             # (and the record's traceparent) belongs to this trace.
@@ -125,6 +146,12 @@ class PredictionService:
         """Wait for the inference logs still being published."""
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def close(self, grace_seconds: float = 0.0) -> None:
+        """Stop batching (queued requests get up to `grace_seconds`, then `ShuttingDown`),
+        then wait for the inference logs still being published."""
+        await self.batching.close(grace_seconds)
+        await self.drain()
 
     def _no_model_reason(self, domain: str) -> str:
         status = self._registry.status(domain)
@@ -181,3 +208,22 @@ class PredictionService:
         except Exception:
             # The caller has its answer; a log that cannot be built or sent must not undo it.
             log.exception("inference log for prediction %s not published", answer.prediction_id)
+
+
+def predict_rows(rows: Sequence[tuple[ServedModel, str]], batch_size: int) -> list[PredictionLike]:
+    """Batching's executor for models that each run on their own: one `predict` call per
+    model among the rows (one, as batches are per model), answers in row order. Blocking."""
+    by_model: dict[int, tuple[ServedModel, list[int]]] = {}
+    for index, (served, _) in enumerate(rows):
+        by_model.setdefault(id(served), (served, []))[1].append(index)
+    answers: list[PredictionLike | None] = [None] * len(rows)
+    for served, indices in by_model.values():
+        texts = [rows[index][1] for index in indices]
+        predictions = served.predictor.predict(texts, batch_size=batch_size)
+        if len(predictions) != len(texts):
+            raise RuntimeError(
+                f"{served!r} answered {len(predictions)} predictions for {len(texts)} texts"
+            )
+        for index, prediction in zip(indices, predictions, strict=True):
+            answers[index] = prediction
+    return [answer for answer in answers if answer is not None]

@@ -19,9 +19,7 @@ Pure logic: no broker, no HTTP, no ML framework (a model is anything with `predi
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -83,7 +81,11 @@ class ModelOrigin:
 
 
 class ServedModel:
-    """A loaded model serving one domain, with what `model.ready` said about it."""
+    """A loaded model serving one domain, with what `model.ready` said about it.
+
+    Its `predictor` is called by serving's batching only, from one thread at a time
+    (`batching.py`).
+    """
 
     def __init__(
         self, predictor: Predictor, ready: ModelReady, origin: ModelOrigin, loaded_at: datetime
@@ -92,12 +94,10 @@ class ServedModel:
         self.ready = ready
         self.origin = origin
         self.loaded_at = loaded_at
-        # Callers queue here without holding a worker thread each; the thread lock keeps the
-        # model exclusive even when a caller is cancelled while its thread still runs
-        # (tokenizers and torch modules are not safe to share between threads).
-        self._queue = asyncio.Lock()
-        self._exclusive = threading.Lock()
         self._first_prediction_claimed = False
+
+    def __repr__(self) -> str:
+        return f"{self.domain}:{self.model_version}"
 
     @property
     def domain(self) -> str:
@@ -117,15 +117,6 @@ class ServedModel:
             return None
         self._first_prediction_claimed = True
         return self.origin.trace_carrier
-
-    async def predict(self, texts: Sequence[str], batch_size: int) -> list[PredictionLike]:
-        """Run the model off the event loop, one call at a time."""
-        async with self._queue:
-            return await asyncio.to_thread(self._predict_exclusively, list(texts), batch_size)
-
-    def _predict_exclusively(self, texts: list[str], batch_size: int) -> list[PredictionLike]:
-        with self._exclusive:
-            return list(self.predictor.predict(texts, batch_size=batch_size))
 
 
 @dataclass(frozen=True, slots=True)

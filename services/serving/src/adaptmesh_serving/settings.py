@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 
 from adaptmesh_kit import MeshSettings
 from adaptmesh_schemas.events.inference import MAX_LOGGED_TEXT_CHARS
@@ -31,9 +33,49 @@ class ServingSettings(MeshSettings):
     serving_max_text_chars: int = Field(
         default=20_000, ge=1, description="Longest text accepted, in characters."
     )
+    serving_max_body_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="Largest predict request body accepted, in bytes (413 beyond).",
+    )
+    serving_max_batch_size: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Most texts in one model call: concurrent requests' texts are gathered "
+        "into batches of up to this many.",
+    )
+    serving_max_wait_ms: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=10_000.0,
+        description="How long the first text of a batch waits for more to join it before "
+        "the model is called with what is there; 0 = never wait.",
+    )
+    serving_max_queue: int = Field(
+        default=1024,
+        ge=1,
+        description="Most texts waiting for a model call, per model; a request that would "
+        "go beyond is refused with 429 and Retry-After.",
+    )
+    serving_request_timeout_ms: float = Field(
+        default=10_000.0,
+        gt=0.0,
+        description="Deadline of a prediction from the moment it is queued: past it the "
+        "answer is 504 and its texts not yet started are dropped.",
+    )
     serving_log_texts: bool = Field(
         default=True,
         description="Whether inference.logged carries the input text (its first "
         f"{MAX_LOGGED_TEXT_CHARS:,} characters), which drift-sensing offers for labelling; "
         "false for domains whose inputs must not be copied into the inference topic.",
     )
+
+    @model_validator(mode="after")
+    def _a_request_fits_the_queue(self) -> Self:
+        if self.serving_max_queue < self.serving_max_batch:
+            raise ValueError(
+                f"MESH_SERVING_MAX_QUEUE ({self.serving_max_queue}) must hold the largest "
+                f"request, MESH_SERVING_MAX_BATCH ({self.serving_max_batch}) texts"
+            )
+        return self
