@@ -60,7 +60,7 @@ class Classifier:
         self._max_length = max_length
         self._manifest = manifest
         self._lock = threading.Lock()
-        self._projection: torch.Tensor | None = None
+        self._sketch = EmbeddingSketcher()
 
     @property
     def manifest(self) -> ModelManifest:
@@ -154,25 +154,36 @@ class Classifier:
         outputs = self._model(**encoded, output_hidden_states=True)
         probabilities = torch.softmax(outputs.logits.float(), dim=-1)
         sketches = self._sketch(outputs.hidden_states[-1], encoded["attention_mask"])
-        predictions = []
-        for row, sketch in zip(probabilities.tolist(), sketches.tolist(), strict=True):
-            best = max(range(len(row)), key=row.__getitem__)
-            predictions.append(
-                Prediction(
-                    label=self.labels[best],
-                    confidence=row[best],
-                    probabilities=dict(zip(self.labels, row, strict=True)),
-                    embedding_sketch=tuple(round(value, _SKETCH_DECIMALS) for value in sketch),
-                )
-            )
-        return predictions
+        return [
+            prediction_of(self.labels, row, sketch)
+            for row, sketch in zip(probabilities.tolist(), sketches.tolist(), strict=True)
+        ]
 
-    def _sketch(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Mean-pooled, L2-normalised last hidden state through a fixed Gaussian projection.
 
-        Entries drawn from N(0, 1/k) keep a unit vector's length about 1 in k dimensions
-        (Johnson-Lindenstrauss), so sketch coordinates sit around +-0.25 whatever the base.
-        """
+def prediction_of(
+    labels: Sequence[str], probabilities: Sequence[float], sketch: Sequence[float]
+) -> Prediction:
+    """One text's answer from its head's probabilities (in `labels` order) and its sketch."""
+    best = max(range(len(probabilities)), key=probabilities.__getitem__)
+    return Prediction(
+        label=labels[best],
+        confidence=probabilities[best],
+        probabilities=dict(zip(labels, probabilities, strict=True)),
+        embedding_sketch=tuple(round(value, _SKETCH_DECIMALS) for value in sketch),
+    )
+
+
+class EmbeddingSketcher:
+    """Mean-pooled, L2-normalised last hidden state through a fixed Gaussian projection.
+
+    Entries drawn from N(0, 1/k) keep a unit vector's length about 1 in k dimensions
+    (Johnson-Lindenstrauss), so sketch coordinates sit around +-0.25 whatever the base.
+    """
+
+    def __init__(self) -> None:
+        self._projection: torch.Tensor | None = None
+
+    def __call__(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)

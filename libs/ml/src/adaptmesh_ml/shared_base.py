@@ -43,7 +43,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from adaptmesh_kit import ArtifactStore
 from adaptmesh_ml.artifacts import load_model_files
 from adaptmesh_ml.base_cache import HEAD_MODULE_NAMES, classifier_head, load_base
-from adaptmesh_ml.classifier import _SKETCH_DECIMALS, Prediction, sketch_projection
+from adaptmesh_ml.classifier import EmbeddingSketcher, Prediction, prediction_of
 from adaptmesh_ml.model_files import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
@@ -652,7 +652,7 @@ class _Base:
     head_name: str = ""
     head_template: torch.nn.Module | None = None
     adapters: dict[str, _Adapter] = field(default_factory=dict)
-    projection: torch.Tensor | None = None
+    sketch: EmbeddingSketcher = field(default_factory=EmbeddingSketcher)
     freed: bool = False
 
     def add(self, adapter_name: str, parsed: _ParsedModel) -> None:
@@ -747,7 +747,7 @@ class _Base:
             output_hidden_states=True,
         )
         features = outputs.logits  # what each row's head takes (see _HeadInput)
-        sketches = self._sketch(outputs.hidden_states[-1], batch["attention_mask"]).tolist()
+        sketches = self.sketch(outputs.hidden_states[-1], batch["attention_mask"]).tolist()
         probabilities: list[list[float]] = [[] for _ in rows]
         by_adapter: dict[str, list[int]] = {}
         for position, row in enumerate(rows):
@@ -759,29 +759,10 @@ class _Base:
                 positions, torch.softmax(logits.float(), dim=-1).tolist(), strict=True
             ):
                 probabilities[position] = values
-        predictions = []
-        for row, values, sketch in zip(rows, probabilities, sketches, strict=True):
-            labels = row.model.labels
-            best = max(range(len(values)), key=values.__getitem__)
-            predictions.append(
-                Prediction(
-                    label=labels[best],
-                    confidence=values[best],
-                    probabilities=dict(zip(labels, values, strict=True)),
-                    embedding_sketch=tuple(round(value, _SKETCH_DECIMALS) for value in sketch),
-                )
-            )
-        return predictions
-
-    def _sketch(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """As `Classifier._sketch`: mean-pooled, normalised, through the fixed projection."""
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        if self.projection is None or self.projection.shape[0] != pooled.shape[-1]:
-            self.projection = sketch_projection(pooled.shape[-1])
-        sketches: torch.Tensor = pooled @ self.projection
-        return sketches
+        return [
+            prediction_of(row.model.labels, values, sketch)
+            for row, values, sketch in zip(rows, probabilities, sketches, strict=True)
+        ]
 
     def _load(self) -> None:
         loaded = load_base(self.spec)
@@ -818,7 +799,6 @@ class _Base:
         self.transformer = None
         self.tokenizer = None
         self.head_template = None
-        self.projection = None
         self.adapters.clear()
 
     def backbone(self) -> torch.nn.Module | None:
