@@ -9,7 +9,9 @@ again only if it is delivered again (after a crash before its offset was committ
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,13 +21,15 @@ from aiokafka import ConsumerRecord
 from adaptmesh_kit._internal.idempotency import ProcessedLog
 from adaptmesh_kit._internal.offsets import HandledOffsets
 from adaptmesh_kit._internal.subscriptions import Subscriptions
-from adaptmesh_kit.handling import EventContext, Outbox, OutboxItem
+from adaptmesh_kit.handling import EventContext, Handler, Outbox, OutboxItem, RejectedEvent
 from adaptmesh_kit.settings import MeshSettings
 from adaptmesh_schemas.envelope import DecodeError, Envelope, decode_event, read_envelope
 from adaptmesh_schemas.topics import Stream
 from adaptmesh_schemas.versioning import EVENT_TYPES, MeshEvent
 
 HANDLER_RETRY_DELAY_SECONDS = 0.2
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,6 +69,35 @@ class Discipline:
 
     async def publish_outbox(self, outbox: Outbox) -> None:
         await self.write_outbox(outbox)
+
+    async def run_record_handler(
+        self, handler: Handler, event: MeshEvent, context: EventContext
+    ) -> Defect | None:
+        """Call a per-record handler, retrying failures; a rejection is final at once.
+
+        When the context collects publishes (an exactly-once stream), a failed attempt's
+        publishes are not the outcome: they are dropped before the next attempt and after the
+        last one. A rejection keeps what was published before it, as it would be without
+        transactions.
+        """
+        attempts = self.settings.handler_attempts
+        for attempt in range(1, attempts + 1):
+            if context.outbox is not None:
+                context.outbox.clear()
+            try:
+                await handler(event, context)
+            except RejectedEvent as rejection:
+                return Defect("rejected", str(rejection), in_record=False)
+            except Exception as error:  # noqa: BLE001  (any handler failure has the same fate)
+                if attempt == attempts:
+                    if context.outbox is not None:
+                        context.outbox.clear()
+                    return handler_failure(error, attempt)
+                log.warning("handler for %s failed (%s), retrying", context.envelope.type, error)
+                await asyncio.sleep(HANDLER_RETRY_DELAY_SECONDS * attempt)
+            else:
+                return None
+        return None
 
     def screen(self, stream: Stream, record: ConsumerRecord[Any, Any]) -> Envelope | Defect:
         """The record's envelope, or why no consumer of `stream` can take it."""

@@ -8,22 +8,17 @@ positions instead, so `caught_up` can tell when it has read the whole topic.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from adaptmesh_kit._internal.discipline import (
-    HANDLER_RETRY_DELAY_SECONDS,
     Defect,
     Discipline,
-    handler_failure,
 )
 from adaptmesh_kit._internal.subscriptions import RecordSubscription
-from adaptmesh_kit.handling import EventContext, Handler, RejectedEvent
 from adaptmesh_schemas.topics import Stream
-from adaptmesh_schemas.versioning import MeshEvent
 
 log = logging.getLogger(__name__)
 
@@ -87,28 +82,9 @@ class RecordConsumer:
         if isinstance(event, Defect):
             return event
         context = discipline.context_for(envelope, record)
-        outcome = await self._run_handler(handler, event, context)
+        outcome = await discipline.run_record_handler(handler, event, context)
         if (
             not self._broadcast
         ):  # handled, rejected or failed for good: a redelivery changes nothing
             discipline.processed.remember(group, envelope.id)
         return outcome
-
-    async def _run_handler(
-        self, handler: Handler, event: MeshEvent, context: EventContext
-    ) -> Defect | None:
-        """Call the handler, retrying failures; a rejection is final at once."""
-        attempts = self._discipline.settings.handler_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                await handler(event, context)
-            except RejectedEvent as rejection:
-                return Defect("rejected", str(rejection), in_record=False)
-            except Exception as error:  # noqa: BLE001  (any handler failure has the same fate)
-                if attempt == attempts:
-                    return handler_failure(error, attempt)
-                log.warning("handler for %s failed (%s), retrying", context.envelope.type, error)
-                await asyncio.sleep(HANDLER_RETRY_DELAY_SECONDS * attempt)
-            else:
-                return None
-        return None

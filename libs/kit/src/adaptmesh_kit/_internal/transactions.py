@@ -42,17 +42,14 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from adaptmesh_kit._internal.discipline import (
-    HANDLER_RETRY_DELAY_SECONDS,
     Defect,
     Discipline,
-    handler_failure,
 )
 from adaptmesh_kit._internal.offsets import HandledOffsets
 from adaptmesh_kit._internal.subscriptions import RecordSubscription
 from adaptmesh_kit._internal.tracing import INSTRUMENTATION_NAME
-from adaptmesh_kit.handling import EventContext, Handler, Outbox, RejectedEvent
+from adaptmesh_kit.handling import Outbox
 from adaptmesh_schemas.topics import Stream
-from adaptmesh_schemas.versioning import MeshEvent
 
 log = logging.getLogger(__name__)
 
@@ -243,29 +240,7 @@ class ExactlyOnceConsumer:
         if isinstance(event, Defect):
             return event, None
         context = dataclasses.replace(discipline.context_for(envelope, record), outbox=outbox)
-        return await self._run_handler(handler, event, context, outbox), envelope.id
-
-    async def _run_handler(
-        self, handler: Handler, event: MeshEvent, context: EventContext, outbox: Outbox
-    ) -> Defect | None:
-        """Call the handler, retrying failures; a rejection is final at once."""
-        attempts = self._discipline.settings.handler_attempts
-        for attempt in range(1, attempts + 1):
-            outbox.clear()  # a failed attempt's publishes are not the outcome
-            try:
-                await handler(event, context)
-            except RejectedEvent as rejection:
-                # What it published before rejecting stands, as it would without transactions.
-                return Defect("rejected", str(rejection), in_record=False)
-            except Exception as error:  # noqa: BLE001  (any handler failure has the same fate)
-                if attempt == attempts:
-                    outbox.clear()
-                    return handler_failure(error, attempt)
-                log.warning("handler for %s failed (%s), retrying", context.envelope.type, error)
-                await asyncio.sleep(HANDLER_RETRY_DELAY_SECONDS * attempt)
-            else:
-                return None
-        return None
+        return await discipline.run_record_handler(handler, event, context), envelope.id
 
     async def _commit(
         self,
