@@ -331,6 +331,46 @@ def test_a_new_version_loads_beside_the_old_one_which_answers_until_unloaded(
     assert [a.model_version for a in base.adapters] == ["v2"]
 
 
+def test_unloading_a_model_a_mixed_call_is_using_lets_that_call_finish(
+    domains: tuple[Domain, ...],
+) -> None:
+    """A swap retires the old version while a batch holding its rows (and other domains')
+    may still be running: the batch must be answered, not failed for every domain in it."""
+    registry = SharedBaseModels(capacity=3)
+    old, duo = _load_all(registry, domains[:2])
+    in_forward, release = threading.Event(), threading.Event()
+
+    def hold(*_: object) -> None:
+        in_forward.set()
+        assert release.wait(timeout=30)
+
+    hook = registry.backbone(tiny_domain.BASE_MODEL).register_forward_hook(hold)
+    answers: list[Prediction] = []
+    call = threading.Thread(
+        target=lambda: answers.extend(registry.predict_mixed([(old, TEXTS[0]), (duo, TEXTS[0])]))
+    )
+    call.start()
+    try:
+        assert in_forward.wait(timeout=30)
+        registry.unload(old)  # returns at once: the call holds the model
+
+        assert (old.retired, old.loaded) == (True, True)
+        with pytest.raises(AdapterUnloadedError):  # no call that starts now may use it
+            registry.predict_mixed([(old, TEXTS[1])])
+    finally:
+        release.set()
+        call.join(timeout=60)
+        hook.remove()
+
+    _assert_same(
+        answers,
+        [domains[0].classifier.predict(TEXTS[:1])[0], *domains[1].classifier.predict(TEXTS[:1])],
+    )
+    assert (old.retired, old.loaded) == (True, False)
+    [base] = registry.bases()
+    assert [adapter.model_version for adapter in base.adapters] == [duo.model_version]
+
+
 def test_a_tampered_file_is_never_loaded_and_changes_nothing(
     domains: tuple[Domain, ...], tmp_path: Path
 ) -> None:

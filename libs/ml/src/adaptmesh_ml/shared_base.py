@@ -149,12 +149,12 @@ class DomainModel:
     @property
     def loaded(self) -> bool:
         """Whether the adapter is in memory now (False once evicted or retired)."""
-        return self._state is _State.RESIDENT
+        return self._state in (_State.RESIDENT, _State.RETIRING)
 
     @property
     def retired(self) -> bool:
-        """Whether `unload` was called on this model: it never answers again."""
-        return self._state is _State.RETIRED
+        """Whether `unload` was called on this model: no call that starts later uses it."""
+        return self._state in (_State.RETIRED, _State.RETIRING)
 
     @property
     def adapter_name(self) -> str:
@@ -186,6 +186,8 @@ class _State(enum.Enum):
 
     LOADING = "loading"
     RESIDENT = "resident"
+    RETIRING = "retiring"
+    """`unload` was called while calls were using it: deleted when the last one ends."""
     EVICTED = "evicted"
     RETIRED = "retired"
 
@@ -310,14 +312,20 @@ class SharedBaseModels:
     def unload(self, model: DomainModel) -> None:
         """Retire `model`: its adapter and head are deleted and it never answers again.
 
-        If it is its key's current model, the key has none afterwards.
+        Calls already using it finish (the rows of a mixed batch do not fail because one of
+        their models was retired meanwhile): its adapter goes when the last of them ends, and
+        calls that start later raise `AdapterUnloadedError` for it. If it is its key's
+        current model, the key has none afterwards.
         """
         self._check_owned(model)
         with self._lock:
-            if model._state is _State.RETIRED:
+            if model._state in (_State.RETIRED, _State.RETIRING):
                 return
             if self._current.get(model.key) is model:
                 del self._current[model.key]
+            if model in self._pins and model._state is _State.RESIDENT:
+                model._state = _State.RETIRING
+                return
             removal = self._detach(model, _State.RETIRED)
         self._remove(removal)
 
@@ -453,7 +461,7 @@ class SharedBaseModels:
 
     def _detach(self, model: DomainModel, state: _State) -> _Removal | None:
         """Book `model` as no longer resident (caller holds the lock); what to delete."""
-        was_resident = model._state is _State.RESIDENT
+        was_resident = model._state in (_State.RESIDENT, _State.RETIRING)
         model._state = state
         if not was_resident or model._base is None:
             return None
@@ -479,7 +487,7 @@ class SharedBaseModels:
         is evicted (the cap is exceeded for a while rather than a call failing)."""
         with self._lock:
             for model in models:
-                if model._state is _State.RETIRED:
+                if model._state in (_State.RETIRED, _State.RETIRING):
                     raise AdapterUnloadedError(f"{model!r} was unloaded", [model])
             for model in models:
                 self._pins[model] = self._pins.get(model, 0) + 1
@@ -502,18 +510,22 @@ class SharedBaseModels:
         with self._lock:
             placed = {}
             for model in models:
-                if model._state is not _State.RESIDENT or model._base is None:
+                # RETIRING: unloaded since it was pinned; this call may still use it.
+                if model._state not in (_State.RESIDENT, _State.RETIRING) or model._base is None:
                     raise AdapterUnloadedError(f"{model!r} was unloaded", [model])
                 placed[model] = (model._base, model._adapter_name)
             return placed
 
     def _unpin(self, models: Sequence[DomainModel]) -> None:
         with self._lock:
+            removals: list[_Removal | None] = []
             for model in models:
                 left = self._pins.pop(model) - 1
                 if left:
                     self._pins[model] = left
-            removals = self._over_capacity()
+                elif model._state is _State.RETIRING:
+                    removals.append(self._detach(model, _State.RETIRED))
+            removals.extend(self._over_capacity())
         for removal in removals:
             self._remove(removal)
 

@@ -17,13 +17,15 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
 from adaptmesh_kit import ArtifactStore, MeshApp, create_app
-from adaptmesh_ml import Classifier
+from adaptmesh_ml import SharedBaseModels
 from adaptmesh_schemas import Stream
 from adaptmesh_schemas.events import InferenceLogged, ModelReady
 from adaptmesh_schemas.values import ArtifactRef
 from adaptmesh_serving.api import ServingRuntime, create_api
 from adaptmesh_serving.batching import BatchLimits
 from adaptmesh_serving.handlers import ModelReadyHandler
+from adaptmesh_serving.heartbeat import ReplicaHeartbeat
+from adaptmesh_serving.loading import ModelSource, SeparateModels, SharedBaseSource
 from adaptmesh_serving.predictions import PredictionService
 from adaptmesh_serving.readiness import StartupRead
 from adaptmesh_serving.registry import ModelOrigin, ModelRegistry, Predictor
@@ -73,12 +75,30 @@ def build_app(
     artifacts: ArtifactStore | None = None,
     load_model: StoreLoader | None = None,
 ) -> ServingApp:
-    """Wire serving: the `model.ready` subscriber, the registry, batching and the HTTP API."""
+    """Wire serving: the `model.ready` subscriber, the registry, batching and the HTTP API.
+
+    Models are adapters on base models loaded once each (`SharedBaseSource`), unless
+    `load_model` loads each model whole (tests' fakes).
+    """
     mesh = create_app(settings, SERVICE, tracer_provider=tracer_provider, artifacts=artifacts)
     registry = ModelRegistry()
-    load = load_model or Classifier.load
-    handler = ModelReadyHandler(registry, lambda ref: load(mesh.artifacts, ref))
+    source: ModelSource
+    if load_model is None:
+        shared = SharedBaseModels(capacity=settings.serving_max_resident_models)
+        source = SharedBaseSource(shared, mesh.artifacts)
+    else:
+        source = SeparateModels(lambda ref: load_model(mesh.artifacts, ref))
+    heartbeat = ReplicaHeartbeat(
+        registry,
+        mesh.publish,
+        replica_id=settings.serving_replica_id,
+        interval_seconds=settings.serving_status_interval_seconds,
+    )
+    handler = ModelReadyHandler(
+        registry, source, replica_id=settings.serving_replica_id, on_swap=heartbeat.models_changed
+    )
     mesh.handles(Stream.MODELS_READY, ModelReady, broadcast=True)(handler)
+    mesh.while_running(heartbeat.start, heartbeat.stop)
 
     async def publish_inference(event: InferenceLogged, origin: ModelOrigin | None) -> object:
         if origin is None:
@@ -110,6 +130,7 @@ def build_app(
     async def stop_predicting() -> None:
         # Before the broker stops: the last answers' inference logs can still be published.
         await predictions.close(min(SHUTDOWN_GRACE_SECONDS, limits.timeout_seconds))
+        await handler.close()
 
     mesh.while_running(nothing_to_start, stop_predicting)
 

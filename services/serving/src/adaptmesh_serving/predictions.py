@@ -23,14 +23,16 @@ import functools
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Tracer
 
+from adaptmesh_ml import DomainModel, SharedBaseModels
 from adaptmesh_schemas.events import InferenceLogged
 from adaptmesh_schemas.events.inference import MAX_LOGGED_TEXT_CHARS
+from adaptmesh_schemas.values import BaseModelSpec
 from adaptmesh_serving.batching import Batching, BatchLimits
 from adaptmesh_serving.registry import ModelOrigin, ModelRegistry, PredictionLike, ServedModel
 
@@ -81,14 +83,19 @@ class PredictionService:
         self._sample_rate = sample_rate
         self._log_texts = log_texts
         limits = limits or BatchLimits()
-        # One batcher (queue, worker, thread) per model; a swapped-out model's batcher goes
-        # once its last requests are answered.
-        self.batching: Batching[ServedModel, ServedModel, PredictionLike] = Batching(
+
+        def is_live(key: Hashable) -> bool:
+            return any(batch_key(served) == key for served in registry.served())
+
+        # One batcher (queue, worker, thread) per base model, so the requests of every domain
+        # on a base share its batches (or per model, for models loaded whole); a batcher whose
+        # models were all swapped out goes once its last requests are answered.
+        self.batching: Batching[Hashable, ServedModel, PredictionLike] = Batching(
             functools.partial(predict_rows, batch_size=limits.max_batch_size),
             limits,
-            key_of=lambda served: served,
-            is_live=lambda served: registry.serving(served.domain) is served,
-            name_of=repr,
+            key_of=batch_key,
+            is_live=is_live,
+            name_of=str,
         )
         # Sampling is statistical, not a secret: a plain PRNG is right.
         self._sampler = sampler or random.Random()
@@ -105,6 +112,18 @@ class PredictionService:
         served = self._registry.serving(domain)
         if served is None:
             raise NoModelError(domain, self._no_model_reason(domain))
+        # Counted from the lookup (no await in between): a model switched out is released only
+        # once the requests it was given are over.
+        served.enter()
+        try:
+            return await self._predict(served, texts, request_headers)
+        finally:
+            served.leave()
+
+    async def _predict(
+        self, served: ServedModel, texts: Sequence[str], request_headers: Mapping[str, str]
+    ) -> list[ServedPrediction]:
+        domain = served.domain
         # Queued before the first-prediction claim: a refused request is no prediction.
         pending = self.batching.submit(served, texts)
         first_of = served.claim_first_prediction()
@@ -210,20 +229,53 @@ class PredictionService:
             log.exception("inference log for prediction %s not published", answer.prediction_id)
 
 
+@dataclass(frozen=True, slots=True)
+class SharedBase:
+    """The batch key of every model on one base model of one `SharedBaseModels`."""
+
+    models: SharedBaseModels
+    base: BaseModelSpec
+
+    def __str__(self) -> str:
+        return f"base {self.base.model_id}"
+
+
+def batch_key(served: ServedModel) -> Hashable:
+    """Which batches a model's rows may join: those of its base model when it shares one
+    (rows of several domains then run in one forward pass), else its own."""
+    predictor = served.predictor
+    if isinstance(predictor, DomainModel):
+        return SharedBase(predictor.owner, predictor.base_key)
+    return served
+
+
 def predict_rows(rows: Sequence[tuple[ServedModel, str]], batch_size: int) -> list[PredictionLike]:
-    """Batching's executor for models that each run on their own: one `predict` call per
-    model among the rows (one, as batches are per model), answers in row order. Blocking."""
-    by_model: dict[int, tuple[ServedModel, list[int]]] = {}
+    """Batching's executor: the rows of models on a shared base in one mixed-adapter call
+    (`SharedBaseModels.predict_mixed`), those of a model loaded whole in one `predict` call;
+    answers in row order. Blocking."""
+    groups: dict[Hashable, list[int]] = {}
     for index, (served, _) in enumerate(rows):
-        by_model.setdefault(id(served), (served, []))[1].append(index)
+        groups.setdefault(batch_key(served), []).append(index)
     answers: list[PredictionLike | None] = [None] * len(rows)
-    for served, indices in by_model.values():
-        texts = [rows[index][1] for index in indices]
-        predictions = served.predictor.predict(texts, batch_size=batch_size)
-        if len(predictions) != len(texts):
+    for key, indices in groups.items():
+        predictions: Sequence[PredictionLike]
+        if isinstance(key, SharedBase):
+            mixed = [(_domain_model(rows[index][0]), rows[index][1]) for index in indices]
+            predictions = key.models.predict_mixed(mixed, batch_size=batch_size)
+        else:
+            served = rows[indices[0]][0]
+            texts = [rows[index][1] for index in indices]
+            predictions = served.predictor.predict(texts, batch_size=batch_size)
+        if len(predictions) != len(indices):
             raise RuntimeError(
-                f"{served!r} answered {len(predictions)} predictions for {len(texts)} texts"
+                f"{key} answered {len(predictions)} predictions for {len(indices)} texts"
             )
         for index, prediction in zip(indices, predictions, strict=True):
             answers[index] = prediction
     return [answer for answer in answers if answer is not None]
+
+
+def _domain_model(served: ServedModel) -> DomainModel:
+    predictor = served.predictor
+    assert isinstance(predictor, DomainModel)  # its batch key says so
+    return predictor

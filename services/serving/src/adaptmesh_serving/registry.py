@@ -19,6 +19,7 @@ Pure logic: no broker, no HTTP, no ML framework (a model is anything with `predi
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,8 +84,9 @@ class ModelOrigin:
 class ServedModel:
     """A loaded model serving one domain, with what `model.ready` said about it.
 
-    Its `predictor` is called by serving's batching only, from one thread at a time
-    (`batching.py`).
+    Its `predictor` is called by serving's batching only (`batching.py`). It counts the
+    requests it is answering (`enter`/`leave`) so that, once replaced, it is released only
+    after the last of them (`drained`).
     """
 
     def __init__(
@@ -95,6 +97,10 @@ class ServedModel:
         self.origin = origin
         self.loaded_at = loaded_at
         self._first_prediction_claimed = False
+        self.in_flight = 0
+        """Requests given this model that have not been answered yet."""
+        self._drained = asyncio.Event()
+        self._drained.set()
 
     def __repr__(self) -> str:
         return f"{self.domain}:{self.model_version}"
@@ -106,6 +112,21 @@ class ServedModel:
     @property
     def model_version(self) -> str:
         return self.ready.model_version
+
+    def enter(self) -> None:
+        """A request was given this model (call on the event loop, right after the lookup)."""
+        self.in_flight += 1
+        self._drained.clear()
+
+    def leave(self) -> None:
+        """A request given this model is over, however it ended."""
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._drained.set()
+
+    async def drained(self) -> None:
+        """Return once no request is using this model (at once if none is)."""
+        await self._drained.wait()
 
     def claim_first_prediction(self) -> Mapping[str, str] | None:
         """The trace context of the record that loaded this model, to the first caller only.
@@ -235,3 +256,7 @@ class ModelRegistry:
     def domains(self) -> list[str]:
         """Every domain with a model or a failed load, sorted."""
         return sorted(self._served.keys() | self._errors.keys())
+
+    def served(self) -> list[ServedModel]:
+        """Every model serving a domain now, by domain."""
+        return [self._served[domain] for domain in sorted(self._served)]

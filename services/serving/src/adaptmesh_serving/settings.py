@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Self
 
 from pydantic import Field, model_validator
@@ -63,6 +65,26 @@ class ServingSettings(MeshSettings):
         gt=0.0,
         description="Deadline of a prediction from the moment it is queued: past it the "
         "answer is 504 and its texts not yet started are dropped.",
+    )
+    serving_max_resident_models: int = Field(
+        default=64,
+        ge=1,
+        description="Most domain models (a LoRA adapter and a head each) kept in memory at "
+        "once, over all base models: past it the least recently used is unloaded, and loaded "
+        "again from the artifact store (digests checked) when it is next asked for. Each base "
+        "model is in memory once whatever the number of its domains.",
+    )
+    serving_replica_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        min_length=1,
+        description="Names this replica in model.loaded, model.load_failed and "
+        "serving.replica_status (default: host name and process id).",
+    )
+    serving_status_interval_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="How often the replica publishes serving.replica_status; a replica "
+        "silent for three intervals is taken as gone by `adaptmesh watch rollout`.",
     )
     serving_log_texts: bool = Field(
         default=True,
