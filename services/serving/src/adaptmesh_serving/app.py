@@ -49,6 +49,8 @@ class ServingApp:
     predictions: PredictionService
     startup_read: StartupRead
     settings: ServingSettings
+    models: SharedBaseModels | None
+    """The base models and the domains' adapters on them (None when models load whole)."""
 
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM; then finish requests in hand, publish pending inference
@@ -83,6 +85,7 @@ def build_app(
     mesh = create_app(settings, SERVICE, tracer_provider=tracer_provider, artifacts=artifacts)
     registry = ModelRegistry()
     source: ModelSource
+    shared: SharedBaseModels | None = None
     if load_model is None:
         shared = SharedBaseModels(capacity=settings.serving_max_resident_models)
         source = SharedBaseSource(shared, mesh.artifacts)
@@ -144,4 +147,4 @@ def build_app(
         max_body_bytes=settings.serving_max_body_bytes,
     )
     http = create_api(runtime, lifespan=mesh.lifespan)
-    return ServingApp(http, mesh, registry, predictions, startup_read, settings)
+    return ServingApp(http, mesh, registry, predictions, startup_read, settings, shared)
