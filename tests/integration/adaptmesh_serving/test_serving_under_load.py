@@ -1,8 +1,11 @@
 """Serving under load on a real broker: 16 concurrent clients while two model.ready records
 arrive, overload, and the throughput batching buys on a model with a fixed cost per call.
 
-The models are fakes whose `predict` sleeps a fixed time per call plus a share per text (like
-a transformer's overhead and its per-text work), so the numbers show batching, not the CPU.
+The swaps are run twice: with real models (LoRA adapters on one shared MiniLM, loaded beside
+the serving version and released after their last request) and with fakes whose `predict`
+sleeps a fixed time per call plus a share per text (like a transformer's overhead and its
+per-text work), which make the timing of a swap under load, and the throughput figures,
+about batching rather than the CPU.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from adaptmesh_kit import ArtifactStore, provision_topics
+from adaptmesh_ml import TrainedModel
 from adaptmesh_schemas import Stream, topic_name
 from adaptmesh_schemas.events import ModelReady
 from adaptmesh_schemas.values import ArtifactRef
 from adaptmesh_serving.app import ServingApp, build_app
 from adaptmesh_serving.registry import ModelOrigin, Predictor, ServedModel
 from adaptmesh_serving.settings import ServingSettings
+from tests.integration.adaptmesh_serving.conftest import saved_model_ready
 from tests.integration.adaptmesh_serving.test_serving_on_kafka import Gate, poll
 from tests.meshtest import mesh_settings
 from tests.unit.adaptmesh_serving.fakes import DOMAIN, FakeClassifier, model_ready
@@ -57,10 +62,10 @@ class Answer:
 
 @asynccontextmanager
 async def serving_with(
-    settings: ServingSettings, monkeypatch: pytest.MonkeyPatch
+    settings: ServingSettings, monkeypatch: pytest.MonkeyPatch, *, real_models: bool = False
 ) -> AsyncIterator[tuple[ServingApp, list[tuple[float, str]]]]:
     """Serving in this process, and when (event-loop time) each model was installed."""
-    serving = build_app(settings, load_model=costly_model)
+    serving = build_app(settings, load_model=None if real_models else costly_model)
     installed: list[tuple[float, str]] = []
     install = serving.registry.install
 
@@ -169,14 +174,30 @@ async def until_installed(installed: list[tuple[float, str]], version: str) -> f
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("models", ["real", "fake"])
 async def test_sixteen_clients_through_two_swaps_lose_nothing_and_follow_production(
-    kafka_bootstrap: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kafka_bootstrap: str,
+    unique_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    trained_model: TrainedModel,
+    models: str,
 ) -> None:
     settings = await settings_for(kafka_bootstrap, unique_name, tmp_path)
+    store = ArtifactStore(settings.artifact_root)
+
+    def announced(version: str, promotion: int) -> ModelReady:
+        if models == "fake":
+            return model_ready(version, promotion=promotion)
+        ready = saved_model_ready(store, trained_model, version)
+        return ready.model_copy(update={"promotion": promotion})
+
     loop = asyncio.get_running_loop()
     async with gate_for(settings) as gate, AsyncExitStack() as stack:
-        await gate.announce(model_ready("v1", promotion=1))
-        serving, installed = await stack.enter_async_context(serving_with(settings, monkeypatch))
+        await gate.announce(announced("v1", 1))
+        serving, installed = await stack.enter_async_context(
+            serving_with(settings, monkeypatch, real_models=models == "real")
+        )
         users = [await stack.enter_async_context(c) for c in clients(serving, CLIENTS)]
         [operator] = [await stack.enter_async_context(c) for c in clients(serving, 1)]
         await until_ready(operator)
@@ -193,7 +214,7 @@ async def test_sixteen_clients_through_two_swaps_lose_nothing_and_follow_product
         for version, promotion in (("v2", 2), ("v3", 3)):
             await asyncio.sleep(1.0)
             published[version] = loop.time()
-            await gate.announce(model_ready(version, promotion=promotion))
+            await gate.announce(announced(version, promotion))
             switched[version] = await until_installed(installed, version)
             status = (await operator.get(f"/v1/domains/{DOMAIN}/model")).json()
             assert status["model_version"] == version
@@ -201,9 +222,16 @@ async def test_sixteen_clients_through_two_swaps_lose_nothing_and_follow_product
         stop.set()
         await asyncio.gather(*load, watcher)
         seconds = loop.time() - began
+        if serving.models is not None:
+            # The versions switched out were released once their last requests were done.
+            async def only_v3_resident() -> bool | None:
+                [base] = serving.models.bases() if serving.models else ()
+                return [a.model_version for a in base.adapters] == ["v3"] or None
+
+            await poll(only_v3_resident, 30, "replaced versions are still in memory")
 
     print(
-        f"\n{CLIENTS} clients through two swaps: {summary(answers, seconds)}; "
+        f"\n{CLIENTS} clients through two swaps ({models} models): {summary(answers, seconds)}; "
         + ", ".join(
             f"{v} published +{published[v] - began:.2f}s, serving +{switched[v] - began:.2f}s"
             for v in published
