@@ -21,6 +21,7 @@ from adaptmesh_kit import ArtifactStore, provision_topics
 from adaptmesh_ml import (
     ADAPTER_WEIGHTS_FILE,
     Classifier,
+    DomainModel,
     TrainedModel,
     save_model,
     train_classifier,
@@ -228,28 +229,45 @@ def _live_instances(class_name: str) -> int:
     return sum(1 for obj in gc.get_objects() if type(obj).__name__ == class_name)
 
 
-@pytest.mark.timeout(600)
-async def test_three_domains_are_served_from_one_copy_of_their_base_and_share_a_batch(
-    kafka_bootstrap: str, unique_name: str, tmp_path: Path, trained_model: TrainedModel
-) -> None:
+@pytest.fixture(scope="module")
+def three_domains(trained_model: TrainedModel) -> dict[str, TrainedModel]:
+    """Three domains on MiniLM with label sets of their own (2, 2 and 3 labels)."""
     weather = {"rain": ["heavy rain", "showers later", "wet day"], "sun": ["sunny", "clear sky"]}
     sport = {
         "goal": ["he scored", "a late goal", "header in"],
         "foul": ["red card", "a foul"],
         "save": ["great save", "keeper dives"],
     }
-    models = {
+    return {
         DOMAIN: trained_model,
         "weather": _trained("weather", weather, seed=3),
         "sport": _trained("sport", sport, seed=4),
     }
+
+
+TEXTS = {DOMAIN: "wheat harvest grew", "weather": "showers later", "sport": "a late goal"}
+
+
+def assert_answered_by_its_domain(domain: str, text: str, trained: TrainedModel, body: Any) -> None:
+    assert body["domain"] == domain
+    expected = Classifier.from_trained(trained, BASE_MODEL, "v1").predict([text])[0]
+    assert body["label"] == expected.label
+    for label, probability in expected.probabilities.items():
+        assert body["probabilities"][label] == pytest.approx(probability, abs=1e-4)
+
+
+@pytest.mark.timeout(600)
+async def test_three_domains_are_served_from_one_copy_of_their_base_and_share_a_batch(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, three_domains: dict[str, TrainedModel]
+) -> None:
+    models = three_domains
     base = mesh_settings(kafka_bootstrap, unique_name, tmp_path)
     # A long wait lets the three concurrent requests below meet in one batch.
     settings = ServingSettings(**base.model_dump(), serving_max_wait_ms=1000.0)
     await provision_topics(settings)
     store = ArtifactStore(settings.artifact_root)
     announced = {domain: _announce(store, trained, domain) for domain, trained in models.items()}
-    texts = {DOMAIN: "wheat harvest grew", "weather": "showers later", "sport": "a late goal"}
+    texts = TEXTS
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
@@ -300,13 +318,46 @@ async def test_three_domains_are_served_from_one_copy_of_their_base_and_share_a_
             assert forward_rows == [3]
             for (domain, text), answer in zip(texts.items(), answers, strict=True):
                 assert answer.status_code == 200, answer.text
-                body = answer.json()
-                assert body["domain"] == domain
-                expected = Classifier.from_trained(models[domain], BASE_MODEL, "v1").predict(
-                    [text]
-                )[0]
-                assert body["label"] == expected.label
-                for label, probability in expected.probabilities.items():
-                    assert body["probabilities"][label] == pytest.approx(probability, abs=1e-4)
+                assert_answered_by_its_domain(domain, text, models[domain], answer.json())
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.timeout(600)
+async def test_past_the_cap_the_least_recently_used_domain_is_unloaded_and_reloaded_on_demand(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, three_domains: dict[str, TrainedModel]
+) -> None:
+    base = mesh_settings(kafka_bootstrap, unique_name, tmp_path)
+    settings = ServingSettings(**base.model_dump(), serving_max_resident_models=2)
+    await provision_topics(settings)
+    store = ArtifactStore(settings.artifact_root)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        gate = Gate(producer, topic_name(Stream.MODELS_READY, settings.topic_prefix))
+        for domain, trained in three_domains.items():
+            await gate.announce(_announce(store, trained, domain))
+        async with replica(settings) as (serving, client):
+            for domain in three_domains:
+                await serving_version(client, domain, "v1")
+            assert serving.models is not None
+            assert len(serving.models.resident()) == 2
+
+            for _ in range(2):  # round robin over three domains with room for two
+                for domain, text in TEXTS.items():
+                    answer = await client.post(f"/v1/domains/{domain}/predict", json={"text": text})
+                    assert answer.status_code == 200, answer.text
+                    assert_answered_by_its_domain(
+                        domain, text, three_domains[domain], answer.json()
+                    )
+                    assert len(serving.models.resident()) == 2
+
+            reloads = {}
+            for domain in three_domains:
+                served = serving.registry.serving(domain)
+                assert served is not None
+                assert isinstance(served.predictor, DomainModel)
+                reloads[domain] = served.predictor.reloads
+            assert sum(reloads.values()) >= 4, reloads  # every request but the first two
     finally:
         await producer.stop()
