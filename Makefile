@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 KAFKA_JARS := infra/kafka/lib/.complete
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo demo-backbone test lint typecheck schemas bench-backbone bench-loop bench-incremental bench-drift bench-gate up clean
+.PHONY: setup browser demo demo-backbone test lint typecheck schemas bench-backbone bench-loop bench-incremental bench-drift bench-gate bench-serving up clean
 
 setup: .venv/.synced $(KAFKA_JARS)
 
@@ -64,6 +64,9 @@ bench-drift: setup
 
 bench-gate: setup
 	$(UV) run --frozen python -m bench.gate
+
+bench-serving: setup
+	$(UV) run --frozen python -m bench.serving
 
 up: setup
 	$(UV) run --frozen adaptmesh up
