@@ -29,6 +29,7 @@ from adaptmesh_ml import (
     train_classifier,
 )
 from adaptmesh_ml.model_files import labels_document, load_base_classifier, load_tokenizer
+from adaptmesh_ml.shared_base import MAX_PADDING, forward_chunks
 from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec, Lineage
 from tests.unit.adaptmesh_ml import tiny_domain
 
@@ -193,7 +194,8 @@ def test_a_mixed_call_runs_the_backbone_once_for_rows_of_several_domains(
         ),
     ]
     try:
-        rows = [(models[index % 3], text) for index, text in enumerate(TEXTS)]
+        # One text for all: rows of one length make one forward pass (see forward_chunks).
+        rows = [(models[index % 3], TEXTS[3]) for index in range(len(TEXTS))]
         registry.predict_mixed(rows, batch_size=64)
     finally:
         for hook in hooks:
@@ -203,6 +205,24 @@ def test_a_mixed_call_runs_the_backbone_once_for_rows_of_several_domains(
     [names] = adapter_names
     assert sorted(names) == sorted(model.adapter_name for model, _ in rows)
     assert len(set(names)) == 3
+
+
+def test_forward_passes_group_rows_of_similar_length_without_losing_any() -> None:
+    lengths = [5, 128, 6, 120, 7, 64, 5, 128, 70]
+    chunks = forward_chunks(lengths, batch_size=64)
+    assert sorted(position for chunk in chunks for position in chunk) == list(range(len(lengths)))
+    for chunk in chunks:
+        sizes = [lengths[position] for position in chunk]
+        assert len(chunk) * max(sizes) <= (1 + MAX_PADDING) * sum(sizes)
+    assert [[lengths[p] for p in chunk] for chunk in chunks] == [
+        [5, 5, 6, 7],
+        [64, 70],
+        [120, 128, 128],
+    ]
+    # Never more rows in a pass than the caller's batch size or MAX_ROWS_PER_FORWARD.
+    assert [len(c) for c in forward_chunks([9] * 40, batch_size=64)] == [16, 16, 8]
+    assert [len(c) for c in forward_chunks([9] * 5, batch_size=2)] == [2, 2, 1]
+    assert forward_chunks([], batch_size=4) == []
 
 
 def test_the_least_recently_used_domain_is_unloaded_and_loaded_again_on_demand(

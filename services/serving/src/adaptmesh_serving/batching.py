@@ -305,6 +305,9 @@ class Batcher(Generic[K, M, P]):
         """Run one batch in the key's thread and answer its rows."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        log.debug(
+            "%s: a model call of %d texts (%d queued)", self.name, len(rows), len(self._queue)
+        )
         try:
             predictions = await loop.run_in_executor(
                 self._thread, self._run_checked, [(row.model, row.text) for row in rows]
@@ -320,6 +323,7 @@ class Batcher(Generic[K, M, P]):
             self.batches += 1
             elapsed = loop.time() - started
             self._batch_seconds += _BATCH_TIME_WEIGHT * (elapsed - self._batch_seconds)
+            log.debug("%s: a call of %d texts took %.1f ms", self.name, len(rows), elapsed * 1000)
         for row, prediction in zip(rows, predictions, strict=True):
             row.pending.answer(row.index, prediction)
 
