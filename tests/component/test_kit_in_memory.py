@@ -6,6 +6,8 @@ tests/integration/test_kit_on_kafka.py.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -268,3 +270,46 @@ def test_a_stream_has_one_group_subscription(tmp_path: Path) -> None:
         records_first.handles_batch(Stream.FEEDBACK, FeedbackSubmitted, max_wait_ms=0)
     with pytest.raises(ValueError, match="max_records"):
         records_first.handles_batch(Stream.FEEDBACK, FeedbackSubmitted, max_records=0)
+
+
+@pytest.mark.parametrize("mode", ["record", "batch", "exactly-once"])
+async def test_a_handled_ce_id_with_another_body_is_dead_lettered_as_a_conflict(
+    tmp_path: Path, mode: str
+) -> None:
+    exactly_once = (Stream.CHANGES,) if mode == "exactly-once" else ()
+    app = create_app(settings(tmp_path), "component", exactly_once=exactly_once)
+    letters = letters_of(app)
+    handled: list[str] = []
+
+    if mode == "batch":
+
+        @app.handles_batch(Stream.CHANGES, DataBatchSubmitted)
+        async def on_batches(deliveries: Sequence[Delivery[DataBatchSubmitted]]) -> None:
+            handled.extend(delivery.event.batch_id for delivery in deliveries)
+
+    else:
+
+        @app.handles(Stream.CHANGES, DataBatchSubmitted)
+        async def on_batch(event: DataBatchSubmitted, context: EventContext) -> None:
+            handled.append(event.batch_id)
+
+    async with TestKafkaBroker(app.broker):
+        first = await app.publish(batch("b1"))
+        for body in (batch("b1"), batch("b1-changed"), batch("b1")):
+            await app.broker.publish(
+                encode_event(body),
+                topic_name(Stream.CHANGES),
+                key=b"fin-news",
+                headers=first.header_texts(),
+            )
+    # The exact redeliveries are dropped silently; the changed body is not handled, and says so.
+    assert handled == ["b1"]
+    [letter] = letters
+    assert letter.reason_code == "conflict"
+    digest = hashlib.sha256(encode_event(batch("b1"))).hexdigest()
+    changed = hashlib.sha256(encode_event(batch("b1-changed"))).hexdigest()
+    assert letter.reason.startswith(
+        f"ce_id {first.id!r} was already handled with a different body (sha256 {digest}; "
+        f"this body: sha256 {changed})"
+    )
+    assert base64.b64decode(letter.original_value_b64 or "") == encode_event(batch("b1-changed"))

@@ -9,7 +9,8 @@ service repeats it:
 * records too large, with a bad envelope, an unknown type or an invalid body go to
   `mesh.deadletter.v1` with the reason, original bytes and headers and where they came from,
   and the consumer carries on;
-* an event already handled by this consumer group (same `ce_id`) is skipped;
+* an event already handled by this consumer group (same `ce_id`, same body) is skipped; a
+  record reusing a handled `ce_id` with another body is dead-lettered as `conflict`;
 * a handler that keeps failing is retried, then dead-lettered;
 * offsets are committed only after the handler (and so every publish it awaited) finished;
 * events published from a handler carry its correlation id and name it as their cause;

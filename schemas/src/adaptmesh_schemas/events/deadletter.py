@@ -22,7 +22,7 @@ class RawHeader(Value):
     value_b64: str = Field(description="Header value, base64 (values may not be UTF-8).")
 
 
-@event("deadletter.recorded", stream=Stream.DEADLETTER, version="1.0")
+@event("deadletter.recorded", stream=Stream.DEADLETTER, version="1.1")
 class DeadLetterRecorded(MeshEvent):
     """A record that could not be decoded, validated or handled.
 
@@ -33,7 +33,9 @@ class DeadLetterRecorded(MeshEvent):
     reason_code: str = Field(
         description="Stable code: invalid-envelope, invalid-header, unknown-type, invalid-json, "
         "schema-violation, unsupported-version, too-large, wrong-topic, rejected (valid form, "
-        "unacceptable content, e.g. an unknown label), handler-error.",
+        "unacceptable content, e.g. an unknown label), handler-error, conflict (since 1.1: a "
+        "ce_id the consumer group already handled, sent again with a different body; it was "
+        "not handled again).",
     )
     reason: str = Field(description="What is wrong, for people.")
     source: DeadLetterSource = Field(description="Where it came from.")

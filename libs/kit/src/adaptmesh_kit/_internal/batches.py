@@ -1,8 +1,9 @@
 """A consumer-group subscription that hands each fetched batch to one handler call.
 
 Every record of a batch is checked as a single record would be; each bad one is dead-lettered
-on its own, before the handler runs, and the valid ones not handled before go to the handler
-together, in log order. Once it has finished, the batch's ids are remembered in one transaction
+on its own, before the handler runs (so is one reusing a handled `ce_id` with another body, as a
+conflict), and the valid ones not handled before go to the handler together, in log order. Once
+it has finished, the batch's ids (with their bodies' digests) are remembered in one transaction
 and every record's offset (dead-lettered and skipped ones too) becomes committable. A handler
 failure retries the whole batch; when it keeps failing, every record of it is dead-lettered.
 """
@@ -23,6 +24,7 @@ from adaptmesh_kit._internal.discipline import (
     Discipline,
     handler_failure,
 )
+from adaptmesh_kit._internal.idempotency import Handled, body_digest
 from adaptmesh_kit._internal.subscriptions import BatchSubscription
 from adaptmesh_kit._internal.tracing import BatchSpans
 from adaptmesh_kit.handling import Delivery, RejectedEvent
@@ -65,13 +67,13 @@ class BatchConsumer:
         screened = [discipline.screen(self._stream, record) for record in records]
         wanted = self._subscription.event_types
         # One query for the whole batch instead of one per record.
-        seen = discipline.processed.seen_among(
+        seen = discipline.processed.recall_among(
             group,
             [e.id for e in screened if isinstance(e, Envelope) and e.type in wanted],
         )
         deliveries: list[Delivery[Any]] = []
         sources: dict[RecordKey, ConsumerRecord[Any, Any]] = {}
-        taken: dict[str, None] = {}  # ids of the deliveries, in order
+        taken: dict[str, str] = {}  # id -> body sha256 of the deliveries, in order
         for record, checked in zip(records, screened, strict=True):
             outcome = self._take(record, checked, seen, taken)
             if isinstance(outcome, Defect):
@@ -81,7 +83,7 @@ class BatchConsumer:
                 sources[record.topic, record.partition, record.offset] = record
         refused = await self._run_handler(deliveries, span) if deliveries else []
         # Handled, rejected or failed for good: a redelivery changes nothing.
-        discipline.processed.remember_many(group, taken)
+        discipline.processed.remember_many(group, taken.items())
         for key, defect in refused:
             await discipline.dead_letter(sources[key], defect)
 
@@ -89,8 +91,8 @@ class BatchConsumer:
         self,
         record: ConsumerRecord[Any, Any],
         checked: Envelope | Defect,
-        seen: set[str],
-        taken: dict[str, None],
+        seen: dict[str, Handled],
+        taken: dict[str, str],
     ) -> Delivery[Any] | Defect | None:
         """The record's `Delivery`, its `Defect`, or None when it is not for the handler."""
         if isinstance(checked, Defect):
@@ -103,14 +105,17 @@ class BatchConsumer:
                 decoded = discipline.decode(envelope, record.value)
                 return decoded if isinstance(decoded, Defect) else None
             return None  # a known event meant for other consumers of this topic
+        body_sha256 = body_digest(record.value)
         # `taken`: a producer's retry can put the same event twice into one batch.
-        if envelope.id in seen or envelope.id in taken:
-            log.info("skipping %s %s: already handled", envelope.type, envelope.id)
-            return None
+        handled = seen.get(envelope.id)
+        if handled is None and envelope.id in taken:
+            handled = Handled(taken[envelope.id])
+        if handled is not None:
+            return discipline.repeated(envelope, handled, body_sha256)
         event = discipline.decode(envelope, record.value)
         if isinstance(event, Defect):
             return event
-        taken[envelope.id] = None
+        taken[envelope.id] = body_sha256
         return Delivery(event, discipline.context_for(envelope, record))
 
     async def _run_handler(

@@ -2,9 +2,12 @@
 
 Each record is screened (size, envelope, known type, right topic) before anything else; what a
 handler takes is deduplicated by `ce_id` and its body decoded; whatever cannot be taken goes to
-the dead letters with a stable reason code. Ids are remembered once a handler has had the event
-(handled, rejected or failed for good); a record with a bad body is not, so it is dead-lettered
-again only if it is delivered again (after a crash before its offset was committed).
+the dead letters with a stable reason code. Ids are remembered, with the sha256 of the body,
+once a handler has had the event (handled, rejected or failed for good); a record with a bad
+body is not, so it is dead-lettered again only if it is delivered again (after a crash before
+its offset was committed). A handled id that comes back with the same body is a redelivery and
+is skipped; with another body it is a different event under a taken id, dead-lettered as
+`conflict` (never handled, and never silently dropped).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from adaptmesh_kit._internal.idempotency import ProcessedLog
+from adaptmesh_kit._internal.idempotency import Handled, ProcessedLog
 from adaptmesh_kit._internal.offsets import HandledOffsets
 from adaptmesh_kit._internal.subscriptions import Subscriptions
 from adaptmesh_kit.handling import EventContext, Handler, Outbox, OutboxItem, RejectedEvent
@@ -98,6 +101,27 @@ class Discipline:
             else:
                 return None
         return None
+
+    @staticmethod
+    def repeated(envelope: Envelope, handled: Handled, body_sha256: str) -> Defect | None:
+        """What to do with a record whose id the group has handled: None to skip it (a
+        redelivery: same body, or one handled before bodies were digested), or the conflict
+        to dead-letter when its body is not the one handled."""
+        if handled.body_sha256 is None or handled.body_sha256 == body_sha256:
+            log.info("skipping %s %s: already handled", envelope.type, envelope.id)
+            return None
+        log.warning(
+            "%s %s was already handled with another body; dead-lettering it as a conflict",
+            envelope.type,
+            envelope.id,
+        )
+        return Defect(
+            "conflict",
+            f"ce_id {envelope.id!r} was already handled with a different body (sha256 "
+            f"{handled.body_sha256}; this body: sha256 {body_sha256}); it was not handled "
+            "again: publish a changed event under a new ce_id",
+            in_record=False,
+        )
 
     def screen(self, stream: Stream, record: ConsumerRecord[Any, Any]) -> Envelope | Defect:
         """The record's envelope, or why no consumer of `stream` can take it."""

@@ -1,6 +1,7 @@
 """A subscription that hands records to their handlers one at a time.
 
-In the consumer group, an event already handled (same `ce_id`) is skipped and a record's offset
+In the consumer group, an event already handled (same `ce_id` and body) is skipped, one that
+reuses a handled `ce_id` with another body is dead-lettered as a conflict, and a record's offset
 becomes committable once its handler returned. A broadcast subscription has neither (every
 instance reads everything at each start; its handlers are idempotent) and counts its read
 positions instead, so `caught_up` can tell when it has read the whole topic.
@@ -17,6 +18,7 @@ from adaptmesh_kit._internal.discipline import (
     Defect,
     Discipline,
 )
+from adaptmesh_kit._internal.idempotency import body_digest
 from adaptmesh_kit._internal.subscriptions import RecordSubscription
 from adaptmesh_schemas.topics import Stream
 
@@ -75,16 +77,17 @@ class RecordConsumer:
                 return decoded if isinstance(decoded, Defect) else None
             return None  # a known event meant for other consumers of this topic
         group = discipline.consumer_group
-        if not self._broadcast and discipline.processed.seen(group, envelope.id):
-            log.info("skipping %s %s: already handled", envelope.type, envelope.id)
-            return None
+        body_sha256 = body_digest(record.value)
+        if not self._broadcast:
+            handled = discipline.processed.recall(group, envelope.id)
+            if handled is not None:
+                return discipline.repeated(envelope, handled, body_sha256)
         event = discipline.decode(envelope, record.value)
         if isinstance(event, Defect):
             return event
         context = discipline.context_for(envelope, record)
         outcome = await discipline.run_record_handler(handler, event, context)
-        if (
-            not self._broadcast
-        ):  # handled, rejected or failed for good: a redelivery changes nothing
-            discipline.processed.remember(group, envelope.id)
+        if not self._broadcast:
+            # Handled, rejected or failed for good: a redelivery changes nothing.
+            discipline.processed.remember(group, envelope.id, body_sha256)
         return outcome

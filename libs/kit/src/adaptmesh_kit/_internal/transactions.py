@@ -45,6 +45,7 @@ from adaptmesh_kit._internal.discipline import (
     Defect,
     Discipline,
 )
+from adaptmesh_kit._internal.idempotency import body_digest
 from adaptmesh_kit._internal.offsets import HandledOffsets
 from adaptmesh_kit._internal.subscriptions import RecordSubscription
 from adaptmesh_kit._internal.tracing import INSTRUMENTATION_NAME
@@ -210,7 +211,9 @@ class ExactlyOnceConsumer:
             discipline.dead_letter_into(outbox, record, defect)
         await self._commit(record, consumer, tp, outbox)
         if event_id is not None:
-            discipline.processed.remember(discipline.consumer_group, event_id)
+            discipline.processed.remember(
+                discipline.consumer_group, event_id, body_digest(record.value)
+            )
         # The transaction committed this offset; the timer must not commit an older one later.
         discipline.offsets.handled(consumer, record.topic, record.partition, record.offset)
 
@@ -233,9 +236,10 @@ class ExactlyOnceConsumer:
         handler = subscription.handlers.get(envelope.type)
         if handler is None:
             return None  # a known event meant for other consumers of this topic
-        if discipline.processed.seen(discipline.consumer_group, envelope.id):
-            log.info("skipping %s %s: already handled", envelope.type, envelope.id)
-            return None
+        handled = discipline.processed.recall(discipline.consumer_group, envelope.id)
+        if handled is not None:
+            conflict = discipline.repeated(envelope, handled, body_digest(record.value))
+            return None if conflict is None else (conflict, None)
         event = discipline.decode(envelope, record.value)
         if isinstance(event, Defect):
             return event, None
@@ -326,7 +330,9 @@ class ExactlyOnceConsumer:
             self._discipline.dead_letter_into(outbox, record, defect)
         await self._discipline.publish_outbox(outbox)
         if event_id is not None:
-            self._discipline.processed.remember(self._discipline.consumer_group, event_id)
+            self._discipline.processed.remember(
+                self._discipline.consumer_group, event_id, body_digest(record.value)
+            )
 
 
 class TransactionalRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
