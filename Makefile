@@ -1,12 +1,14 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
-# Needs only python3 (3.11), Java 17+ and Maven; uv, Python packages and Kafka jars install here.
+# Needs only python3 (3.11), Java 17+ and Maven (and Node.js with npm for `make test`); uv, Python
+# packages, Kafka jars and the AsyncAPI parser install here.
 
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 KAFKA_JARS := infra/kafka/lib/.complete
+ASYNCAPI_PARSER := infra/asyncapi/node_modules/.complete
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo demo-backbone test lint typecheck schemas bench-backbone bench-loop bench-incremental bench-drift bench-gate bench-serving up clean
+.PHONY: setup browser asyncapi-parser demo demo-backbone test lint typecheck schemas bench-backbone bench-loop bench-incremental bench-drift bench-gate bench-serving up clean
 
 setup: .venv/.synced $(KAFKA_JARS)
 
@@ -34,7 +36,15 @@ browser:
 			apt-get install -y chromium chromium-driver; }; \
 	fi
 
-test: setup browser lint typecheck
+# The official AsyncAPI parser (npm, version pinned by package-lock.json) for the test that
+# schemas/asyncapi.json parses as a new user's tools would parse it. No install scripts run.
+asyncapi-parser: $(ASYNCAPI_PARSER)
+
+$(ASYNCAPI_PARSER): infra/asyncapi/package.json infra/asyncapi/package-lock.json
+	npm ci --prefix infra/asyncapi --ignore-scripts --no-audit --no-fund
+	@touch $@
+
+test: setup browser asyncapi-parser lint typecheck
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 lint:
@@ -51,7 +61,7 @@ bench-backbone: setup
 	$(UV) run --frozen python -m bench.backbone
 
 clean:
-	rm -rf .venv infra/kafka/lib .mesh .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv infra/kafka/lib infra/asyncapi/node_modules .mesh .pytest_cache .mypy_cache .ruff_cache
 
 bench-loop: setup
 	$(UV) run --frozen python -m bench.loop

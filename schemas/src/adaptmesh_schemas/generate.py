@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
+from pydantic_core import core_schema
 
 import adaptmesh_schemas.events  # noqa: F401  (registers every event)
 from adaptmesh_schemas.documents import (
@@ -73,12 +74,29 @@ CLOUDEVENTS_HEADERS: dict[str, Any] = {
 }
 
 
+class ContractJsonSchema(GenerateJsonSchema):
+    """pydantic's JSON Schema, minus the OpenAPI-only `discriminator` object.
+
+    pydantic writes `discriminator: {propertyName, mapping}` next to the `oneOf` of a tagged
+    union. That object is OpenAPI's: in an AsyncAPI 3 Schema Object `discriminator` must be a
+    string naming a property of that very schema (the official parser refuses the document), and
+    JSON Schema has no such keyword. The `oneOf` says everything without it, because each branch
+    requires its own `const` tag (`op` of a taxonomy operation), so exactly one branch can match.
+    Only the generated documents change; pydantic still validates the union by its tag.
+    """
+
+    def tagged_union_schema(self, schema: core_schema.TaggedUnionSchema) -> JsonSchemaValue:
+        generated = super().tagged_union_schema(schema)
+        generated.pop("discriminator", None)
+        return generated
+
+
 def _file_name(cls: type[MeshEvent]) -> str:
     return f"{JSONSCHEMA_DIR}/{cls.event_name}.v{cls.major}.json"
 
 
 def event_json_schema(cls: type[MeshEvent]) -> dict[str, Any]:
-    schema = cls.model_json_schema(mode="validation")
+    schema = cls.model_json_schema(mode="validation", schema_generator=ContractJsonSchema)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": cls.dataschema(),
@@ -92,7 +110,9 @@ def event_json_schema(cls: type[MeshEvent]) -> dict[str, Any]:
 def asyncapi_document() -> dict[str, Any]:
     classes = list(EVENT_TYPES.values())
     _, definitions = models_json_schema(
-        [(cls, "validation") for cls in classes], ref_template="#/components/schemas/{model}"
+        [(cls, "validation") for cls in classes],
+        ref_template="#/components/schemas/{model}",
+        schema_generator=ContractJsonSchema,
     )
     schemas: dict[str, Any] = {"CloudEventsHeaders": CLOUDEVENTS_HEADERS}
     schemas.update(definitions.get("$defs", {}))
@@ -163,7 +183,7 @@ def document_json_schema(cls: type[BaseModel]) -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"urn:adaptmesh:document:{cls.__name__}",
-        **cls.model_json_schema(mode="validation"),
+        **cls.model_json_schema(mode="validation", schema_generator=ContractJsonSchema),
     }
 
 

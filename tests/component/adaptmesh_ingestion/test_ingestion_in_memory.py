@@ -55,7 +55,7 @@ async def test_recipe_batch_and_taxonomy_make_three_chained_versions(tmp_path: P
         sent = [
             await app.publish(recipe()),
             await app.publish(batch(*examples)),
-            await app.publish(taxonomy(LabelAdded(label="ship"))),
+            await app.publish(taxonomy(LabelAdded(op="add", label="ship"))),
         ]
     assert out.letters == []
     first, second, third = out.versions

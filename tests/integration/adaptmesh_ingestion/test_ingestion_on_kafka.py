@@ -52,7 +52,7 @@ async def test_changes_become_chained_versions_that_survive_a_restart(
                 await send(
                     producer, settings, batch(("gold", "metals"), ("corn", "grain"), batch_id="x")
                 ),
-                await send(producer, settings, taxonomy(LabelAdded(label="ship"))),
+                await send(producer, settings, taxonomy(LabelAdded(op="add", label="ship"))),
             ]
             records = await read_records(kafka_bootstrap, datasets, 3, timeout=60)
             [letter_record] = await read_records(

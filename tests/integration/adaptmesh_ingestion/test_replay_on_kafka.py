@@ -39,7 +39,7 @@ async def test_replay_rebuilds_every_version_and_reports_a_tampered_one(
                 recipe(domain=other, labels=("up", "down")),
                 batch(("wheat rose", "grain"), ("oil fell", "crude"), domain=domain),
                 batch(("gold rose", "metals"), batch_id="bad", domain=domain),  # rejected
-                taxonomy(LabelAdded(label="ship"), domain=domain),
+                taxonomy(LabelAdded(op="add", label="ship"), domain=domain),
                 batch(("shares up", "up"), domain=other),
             ):
                 await send(producer, settings, change)

@@ -88,7 +88,7 @@ def test_a_recipe_with_repeated_labels_is_rejected() -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        taxonomy(LabelAdded(label="ship")),
+        taxonomy(LabelAdded(op="add", label="ship")),
         regulation(),
         base_model(),
         batch(("wheat", "grain")),
@@ -134,7 +134,7 @@ def test_a_new_recipe_that_would_orphan_examples_or_cases_is_rejected(
 
 
 def test_a_recipe_after_retiring_the_label_is_accepted(started: DomainState) -> None:
-    retired = apply(started, taxonomy(LabelRetired(label="trade")))
+    retired = apply(started, taxonomy(LabelRetired(op="retire", label="trade")))
     state = apply(retired, recipe(("grain", "crude"), version="r2"))
     assert state.labels == ("grain", "crude")
 
@@ -143,7 +143,9 @@ def test_a_recipe_after_retiring_the_label_is_accepted(started: DomainState) -> 
 
 
 def test_add_appends_and_takes_the_new_taxonomy_version(started: DomainState) -> None:
-    state = apply(started, taxonomy(LabelAdded(label="ship"), LabelAdded(label="gold")))
+    state = apply(
+        started, taxonomy(LabelAdded(op="add", label="ship"), LabelAdded(op="add", label="gold"))
+    )
     assert state.labels == ("grain", "crude", "trade", "ship", "gold")
     assert state.taxonomy_version == "t2"
     assert state.examples == started.examples
@@ -151,13 +153,13 @@ def test_add_appends_and_takes_the_new_taxonomy_version(started: DomainState) ->
 
 def test_adding_an_existing_label_is_rejected(started: DomainState) -> None:
     with pytest.raises(ChangeRejected, match=r"operation 1 \(add\): 'crude' already exists"):
-        apply(started, taxonomy(LabelAdded(label="crude")))
+        apply(started, taxonomy(LabelAdded(op="add", label="crude")))
 
 
 def test_rename_keeps_the_position_and_relabels_examples_and_cases(
     started: DomainState,
 ) -> None:
-    state = apply(started, taxonomy(LabelRenamed(from_label="crude", to_label="oil")))
+    state = apply(started, taxonomy(LabelRenamed(op="rename", from_label="crude", to_label="oil")))
     assert state.labels == ("grain", "oil", "trade")
     assert labelled(state) == [
         ("wheat exports fell", "grain"),
@@ -170,14 +172,14 @@ def test_rename_keeps_the_position_and_relabels_examples_and_cases(
 
 def test_renaming_an_unknown_label_is_rejected(started: DomainState) -> None:
     with pytest.raises(ChangeRejected, match=r"'gold' not in the taxonomy \[grain, crude, trade\]"):
-        apply(started, taxonomy(LabelRenamed(from_label="gold", to_label="metal")))
+        apply(started, taxonomy(LabelRenamed(op="rename", from_label="gold", to_label="metal")))
 
 
 def test_renaming_onto_an_existing_label_is_rejected_with_a_hint_to_merge(
     started: DomainState,
 ) -> None:
     with pytest.raises(ChangeRejected) as rejected:
-        apply(started, taxonomy(LabelRenamed(from_label="crude", to_label="trade")))
+        apply(started, taxonomy(LabelRenamed(op="rename", from_label="crude", to_label="trade")))
     assert "cannot rename 'crude' to 'trade', which already exists" in str(rejected.value)
     assert "merge 'crude' into 'trade'" in str(rejected.value)
 
@@ -185,8 +187,10 @@ def test_renaming_onto_an_existing_label_is_rejected_with_a_hint_to_merge(
 def test_merge_into_an_existing_label_keeps_its_position_and_drops_the_sources(
     started: DomainState,
 ) -> None:
-    wide = apply(started, taxonomy(LabelAdded(label="ship"), LabelAdded(label="gold")))
-    state = apply(wide, taxonomy(LabelsMerged(sources=("grain", "ship"), into="trade")))
+    wide = apply(
+        started, taxonomy(LabelAdded(op="add", label="ship"), LabelAdded(op="add", label="gold"))
+    )
+    state = apply(wide, taxonomy(LabelsMerged(op="merge", sources=("grain", "ship"), into="trade")))
     assert state.labels == ("crude", "trade", "gold")
     assert labelled(state) == [
         ("wheat exports fell", "trade"),
@@ -197,7 +201,9 @@ def test_merge_into_an_existing_label_keeps_its_position_and_drops_the_sources(
 
 
 def test_merge_into_a_new_label_appends_it(started: DomainState) -> None:
-    state = apply(started, taxonomy(LabelsMerged(sources=("grain", "crude"), into="commodity")))
+    state = apply(
+        started, taxonomy(LabelsMerged(op="merge", sources=("grain", "crude"), into="commodity"))
+    )
     assert state.labels == ("trade", "commodity")
     assert labelled(state) == [
         ("wheat exports fell", "commodity"),
@@ -208,20 +214,22 @@ def test_merge_into_a_new_label_appends_it(started: DomainState) -> None:
 
 
 def test_merge_may_name_the_surviving_label_among_its_sources(started: DomainState) -> None:
-    state = apply(started, taxonomy(LabelsMerged(sources=("grain", "crude"), into="crude")))
+    state = apply(
+        started, taxonomy(LabelsMerged(op="merge", sources=("grain", "crude"), into="crude"))
+    )
     assert state.labels == ("crude", "trade")
     assert labelled(state)[0] == ("wheat exports fell", "crude")
 
 
 def test_merging_unknown_or_repeated_sources_is_rejected(started: DomainState) -> None:
     with pytest.raises(ChangeRejected, match=r"operation 1 \(merge\): 'gold' not in the taxonomy"):
-        apply(started, taxonomy(LabelsMerged(sources=("grain", "gold"), into="crude")))
+        apply(started, taxonomy(LabelsMerged(op="merge", sources=("grain", "gold"), into="crude")))
     with pytest.raises(ChangeRejected, match="sources repeat: 'grain'"):
-        apply(started, taxonomy(LabelsMerged(sources=("grain", "grain"), into="crude")))
+        apply(started, taxonomy(LabelsMerged(op="merge", sources=("grain", "grain"), into="crude")))
 
 
 def test_retire_drops_the_label_its_examples_and_its_cases(started: DomainState) -> None:
-    state = apply(started, taxonomy(LabelRetired(label="crude")))
+    state = apply(started, taxonomy(LabelRetired(op="retire", label="crude")))
     assert state.labels == ("grain", "trade")
     assert labelled(state) == [("wheat exports fell", "grain"), ("tariffs", "trade")]
     assert [c.case_id for c in state.must_pass] == ["c-grain", "c-trade"]
@@ -229,28 +237,33 @@ def test_retire_drops_the_label_its_examples_and_its_cases(started: DomainState)
 
 def test_retiring_an_unknown_label_is_rejected(started: DomainState) -> None:
     with pytest.raises(ChangeRejected, match=r"operation 1 \(retire\): 'gold' not in"):
-        apply(started, taxonomy(LabelRetired(label="gold")))
+        apply(started, taxonomy(LabelRetired(op="retire", label="gold")))
 
 
 def test_a_taxonomy_of_fewer_than_two_labels_is_rejected(started: DomainState) -> None:
     with pytest.raises(ChangeRejected) as rejected:
-        apply(started, taxonomy(LabelsMerged(sources=("grain", "trade"), into="crude")))
+        apply(started, taxonomy(LabelsMerged(op="merge", sources=("grain", "trade"), into="crude")))
     assert "left with 1 label(s) [crude]" in str(rejected.value)
     with pytest.raises(ChangeRejected, match="left with 1 label"):
-        apply(started, taxonomy(LabelRetired(label="grain"), LabelRetired(label="trade")))
+        apply(
+            started,
+            taxonomy(
+                LabelRetired(op="retire", label="grain"), LabelRetired(op="retire", label="trade")
+            ),
+        )
 
 
 def test_operations_apply_in_order(started: DomainState) -> None:
     state = apply(
         started,
         taxonomy(
-            LabelAdded(label="ship"),
-            LabelRenamed(from_label="ship", to_label="shipping"),
-            LabelRenamed(from_label="crude", to_label="oil"),
-            LabelRenamed(from_label="oil", to_label="energy"),
-            LabelsMerged(sources=("energy", "grain"), into="commodity"),
-            LabelRetired(label="trade"),
-            LabelAdded(label="trade"),
+            LabelAdded(op="add", label="ship"),
+            LabelRenamed(op="rename", from_label="ship", to_label="shipping"),
+            LabelRenamed(op="rename", from_label="crude", to_label="oil"),
+            LabelRenamed(op="rename", from_label="oil", to_label="energy"),
+            LabelsMerged(op="merge", sources=("energy", "grain"), into="commodity"),
+            LabelRetired(op="retire", label="trade"),
+            LabelAdded(op="add", label="trade"),
         ),
     )
     assert state.labels == ("shipping", "commodity", "trade")
@@ -270,8 +283,8 @@ def test_a_later_invalid_operation_rejects_the_whole_change(started: DomainState
         apply(
             started,
             taxonomy(
-                LabelAdded(label="ship"),
-                LabelRenamed(from_label="gold", to_label="x"),
+                LabelAdded(op="add", label="ship"),
+                LabelRenamed(op="rename", from_label="gold", to_label="x"),
                 version="t9",
             ),
         )
@@ -463,7 +476,7 @@ def test_a_merge_that_exceeds_the_cap_keeps_the_newest() -> None:
         None,
         recipe(("grain", "crude", "trade"), max_examples_per_label=2),
         batch(("g1", "grain"), ("c1", "crude"), ("g2", "grain"), ("c2", "crude")),
-        taxonomy(LabelsMerged(sources=("grain", "crude"), into="commodity")),
+        taxonomy(LabelsMerged(op="merge", sources=("grain", "crude"), into="commodity")),
     )
     assert labelled(state) == [("g2", "commodity"), ("c2", "commodity")]
 
@@ -486,9 +499,9 @@ def test_a_recipe_starts_the_history_with_a_reset_step() -> None:
 
 
 def test_each_recipe_and_taxonomy_change_appends_a_step_with_its_event_id() -> None:
-    merge = LabelsMerged(sources=("crude", "trade"), into="commodities")
+    merge = LabelsMerged(op="merge", sources=("crude", "trade"), into="commodities")
     state = apply_change(None, recipe(), "e1")
-    state = apply_change(state, taxonomy(LabelAdded(label="fx"), version="t2"), "e2")
+    state = apply_change(state, taxonomy(LabelAdded(op="add", label="fx"), version="t2"), "e2")
     state = apply_change(state, taxonomy(merge, version="t3"), "e3")
     state = apply_change(state, recipe(("grain", "fx", "commodities"), version="r2"), "e4")
     assert history(state) == [
@@ -499,7 +512,7 @@ def test_each_recipe_and_taxonomy_change_appends_a_step_with_its_event_id() -> N
     ]
     assert [step.operations for step in state.taxonomy_history] == [
         (),
-        (LabelAdded(label="fx"),),
+        (LabelAdded(op="add", label="fx"),),
         (merge,),
         (),
     ]
@@ -508,9 +521,9 @@ def test_each_recipe_and_taxonomy_change_appends_a_step_with_its_event_id() -> N
 
 def test_a_taxonomy_step_keeps_every_operation_in_order(started: DomainState) -> None:
     operations = (
-        LabelRenamed(from_label="trade", to_label="tariffs"),
-        LabelAdded(label="fx"),
-        LabelRetired(label="grain"),
+        LabelRenamed(op="rename", from_label="trade", to_label="tariffs"),
+        LabelAdded(op="add", label="fx"),
+        LabelRetired(op="retire", label="grain"),
     )
     state = apply_change(started, taxonomy(*operations, version="t9"), "e-tax")
     step = state.taxonomy_history[-1]
@@ -536,8 +549,10 @@ def test_other_changes_leave_the_history_alone(started: DomainState, change: Cha
 @pytest.mark.parametrize(
     "change",
     [
-        taxonomy(LabelAdded(label="fx"), LabelRetired(label="nope")),
-        taxonomy(LabelRetired(label="crude"), LabelRetired(label="trade")),
+        taxonomy(LabelAdded(op="add", label="fx"), LabelRetired(op="retire", label="nope")),
+        taxonomy(
+            LabelRetired(op="retire", label="crude"), LabelRetired(op="retire", label="trade")
+        ),
         recipe(("grain", "crude")),
         recipe(("a", "a")),
     ],
@@ -548,7 +563,7 @@ def test_a_rejected_change_adds_no_step(started: DomainState, change: Change) ->
     with pytest.raises(ChangeRejected):
         apply_change(started, change, "e-rejected")
     assert started.taxonomy_history == before
-    after = apply_change(started, taxonomy(LabelAdded(label="fx")), "e-next")
+    after = apply_change(started, taxonomy(LabelAdded(op="add", label="fx")), "e-next")
     assert [step.step_id for step in after.taxonomy_history] == [
         *(step.step_id for step in before),
         "e-next",
@@ -562,7 +577,7 @@ def test_a_rejected_change_adds_no_step(started: DomainState, change: Change) ->
     ("change", "kind"),
     [
         (recipe(), "recipe"),
-        (taxonomy(LabelAdded(label="x")), "taxonomy"),
+        (taxonomy(LabelAdded(op="add", label="x")), "taxonomy"),
         (regulation(), "regulation"),
         (base_model(), "base-model"),
         (batch(("a", "grain")), "data"),

@@ -35,7 +35,7 @@ def test_each_change_makes_a_version_whose_parent_is_the_previous_one(tmp_path: 
     ledger = ledger_at(tmp_path)
     first = ledger.record(recipe(), "e1")
     second = ledger.record(batch(("wheat", "grain"), ("oil", "crude")), "e2")
-    third = ledger.record(taxonomy(LabelAdded(label="ship")), "e3")
+    third = ledger.record(taxonomy(LabelAdded(op="add", label="ship")), "e3")
 
     assert first.parent_version is None
     assert second.parent_version == first.dataset_version

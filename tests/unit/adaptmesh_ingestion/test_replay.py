@@ -36,7 +36,7 @@ def history() -> list[tuple[str, Change]]:
         ("e1", recipe()),
         ("e2", batch(("wheat rose", "grain"), ("oil fell", "crude"), ("tariffs", "trade"))),
         ("e3", batch(("gold rose", "metals"), batch_id="bad")),  # rejected: unknown label
-        ("e4", taxonomy(LabelAdded(label="ship"))),
+        ("e4", taxonomy(LabelAdded(op="add", label="ship"))),
         ("e5", feedback("tanker sank", "ship")),
         ("e6", base_model("/models/other")),
         ("o1", recipe(domain="other-news")),

@@ -87,7 +87,7 @@ def test_any_difference_in_content_changes_the_digest() -> None:
         "label": state_with(("wheat", "trade"), ("oil", "crude")),
         "text": state_with(("wheat!", "grain"), ("oil", "crude")),
         "example": state_with(("wheat", "grain"), ("oil", "crude"), ("x", "trade")),
-        "labels": apply_change(base, taxonomy(LabelAdded(label="ship")), "e1"),
+        "labels": apply_change(base, taxonomy(LabelAdded(op="add", label="ship")), "e1"),
         "eval fraction": state_with(("wheat", "grain"), ("oil", "crude"), eval_fraction=0.5),
         "must-pass": apply_change(base, regulation(must_pass=(case("c", "x", "grain"),)), "e1"),
         "source event": replace(
@@ -177,7 +177,10 @@ def test_a_mismatched_arrival_order_is_refused() -> None:
 def test_the_taxonomy_history_round_trips_through_the_snapshot() -> None:
     state = apply_change(
         state_with(("wheat", "grain"), ("oil", "crude")),
-        taxonomy(LabelAdded(label="fx"), LabelRenamed(from_label="trade", to_label="tariffs")),
+        taxonomy(
+            LabelAdded(op="add", label="fx"),
+            LabelRenamed(op="rename", from_label="trade", to_label="tariffs"),
+        ),
         "e2",
     )
     snapshot = snapshot_of(state, parent_version="p", cause_event_ids=("e2",))
@@ -202,5 +205,5 @@ def test_a_snapshot_written_before_the_history_existed_still_reads() -> None:
     assert old.taxonomy_history == ()
     restored = state_of(old, [e.example_id for e in state.examples])
     assert restored == replace(state, taxonomy_history=())
-    later = apply_change(restored, taxonomy(LabelAdded(label="fx")), "e5")
+    later = apply_change(restored, taxonomy(LabelAdded(op="add", label="fx")), "e5")
     assert [step.step_id for step in later.taxonomy_history] == ["e5"]

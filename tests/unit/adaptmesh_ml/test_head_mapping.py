@@ -58,53 +58,59 @@ def test_without_changes_every_label_keeps_its_row() -> None:
 
 def test_a_rename_keeps_the_row_under_the_new_name() -> None:
     labels = ("grain", "oil", "trade")
-    mapping = after_start(labels, LabelRenamed(from_label="crude", to_label="oil"))
+    mapping = after_start(labels, LabelRenamed(op="rename", from_label="crude", to_label="oil"))
     assert mapping == {"grain": ("grain",), "oil": ("crude",), "trade": ("trade",)}
     assert list(mapping) == list(labels)
 
 
 def test_a_merge_into_an_existing_label_joins_its_own_row_and_the_sources() -> None:
-    mapping = after_start(("grain", "trade"), LabelsMerged(sources=("crude",), into="trade"))
+    mapping = after_start(
+        ("grain", "trade"), LabelsMerged(op="merge", sources=("crude",), into="trade")
+    )
     assert mapping == {"grain": ("grain",), "trade": ("trade", "crude")}
 
 
 def test_a_merge_into_a_new_label_builds_it_from_the_sources_in_order() -> None:
     labels = ("grain", "commodities")
-    mapping = after_start(labels, LabelsMerged(sources=("trade", "crude"), into="commodities"))
+    mapping = after_start(
+        labels, LabelsMerged(op="merge", sources=("trade", "crude"), into="commodities")
+    )
     assert mapping == {"grain": ("grain",), "commodities": ("trade", "crude")}
 
 
 def test_a_merge_may_name_its_surviving_label_among_the_sources() -> None:
     mapping = after_start(
-        ("grain", "crude"), LabelsMerged(sources=("trade", "crude"), into="crude")
+        ("grain", "crude"), LabelsMerged(op="merge", sources=("trade", "crude"), into="crude")
     )
     assert mapping == {"grain": ("grain",), "crude": ("crude", "trade")}
 
 
 def test_a_retired_label_has_no_row() -> None:
-    mapping = after_start(("grain", "crude"), LabelRetired(label="trade"))
+    mapping = after_start(("grain", "crude"), LabelRetired(op="retire", label="trade"))
     assert mapping == {"grain": ("grain",), "crude": ("crude",)}
 
 
 def test_an_added_label_gets_a_new_row() -> None:
-    mapping = after_start((*PARENT, "fx"), LabelAdded(label="fx"))
+    mapping = after_start((*PARENT, "fx"), LabelAdded(op="add", label="fx"))
     assert mapping == {"grain": ("grain",), "crude": ("crude",), "trade": ("trade",), "fx": ()}
 
 
 def test_a_chain_of_steps_after_the_parents_is_replayed_in_order() -> None:
     history = (
         recipe_step("r0", "grain", "crude"),
-        taxonomy_step("t1", PARENT, LabelAdded(label="trade")),  # the champion's step
+        taxonomy_step("t1", PARENT, LabelAdded(op="add", label="trade")),  # the champion's step
         taxonomy_step(
-            "t2", ("grain", "oil", "trade"), LabelRenamed(from_label="crude", to_label="oil")
+            "t2",
+            ("grain", "oil", "trade"),
+            LabelRenamed(op="rename", from_label="crude", to_label="oil"),
         ),
         taxonomy_step(
             "t3",
             ("grain", "energy", "fx"),
-            LabelsMerged(sources=("oil", "trade"), into="energy"),
-            LabelAdded(label="fx"),
+            LabelsMerged(op="merge", sources=("oil", "trade"), into="energy"),
+            LabelAdded(op="add", label="fx"),
         ),
-        taxonomy_step("t4", ("energy", "fx"), LabelRetired(label="grain")),
+        taxonomy_step("t4", ("energy", "fx"), LabelRetired(op="retire", label="grain")),
     )
     assert map_labels(PARENT, "t1", history, ("energy", "fx")) == {
         "energy": ("crude", "trade"),
@@ -115,8 +121,8 @@ def test_a_chain_of_steps_after_the_parents_is_replayed_in_order() -> None:
 def test_steps_up_to_the_parents_are_not_replayed() -> None:
     history = (
         START,
-        taxonomy_step("t2", ("grain", "trade"), LabelRetired(label="crude")),
-        taxonomy_step("t3", ("grain", "trade", "crude"), LabelAdded(label="crude")),
+        taxonomy_step("t2", ("grain", "trade"), LabelRetired(op="retire", label="crude")),
+        taxonomy_step("t3", ("grain", "trade", "crude"), LabelAdded(op="add", label="crude")),
     )
     # The champion was trained after "crude" came back as a new class: its row is the new one.
     assert map_labels(PARENT, "t3", history, PARENT) == {
@@ -141,7 +147,9 @@ def test_a_recipe_step_keeps_what_earlier_steps_built_and_drops_the_rest() -> No
     history = (
         START,
         taxonomy_step(
-            "t2", ("grain", "oil", "trade"), LabelRenamed(from_label="crude", to_label="oil")
+            "t2",
+            ("grain", "oil", "trade"),
+            LabelRenamed(op="rename", from_label="crude", to_label="oil"),
         ),
         recipe_step("r2", "oil", "grain", "fx"),
     )
@@ -156,7 +164,9 @@ def test_without_a_parent_step_the_whole_history_is_replayed() -> None:
     # The champion's dataset predates the history: everything recorded came after it.
     history = (
         taxonomy_step(
-            "t5", ("grain", "oil", "trade"), LabelRenamed(from_label="crude", to_label="oil")
+            "t5",
+            ("grain", "oil", "trade"),
+            LabelRenamed(op="rename", from_label="crude", to_label="oil"),
         ),
     )
     assert map_labels(PARENT, None, history, ("grain", "oil", "trade")) == {
@@ -170,7 +180,9 @@ def test_an_unknown_parent_step_falls_back_to_matching_names() -> None:
     history = (
         START,
         taxonomy_step(
-            "t2", ("grain", "oil", "trade"), LabelRenamed(from_label="crude", to_label="oil")
+            "t2",
+            ("grain", "oil", "trade"),
+            LabelRenamed(op="rename", from_label="crude", to_label="oil"),
         ),
     )
     # Nothing is replayed: "oil" cannot be traced to "crude", and "crude" is simply dropped.
@@ -197,7 +209,9 @@ def test_a_learned_class_lost_without_a_retire_is_refused() -> None:
     history = (
         START,
         taxonomy_step(
-            "t2", ("grain", "oil", "trade"), LabelRenamed(from_label="crude", to_label="oil")
+            "t2",
+            ("grain", "oil", "trade"),
+            LabelRenamed(op="rename", from_label="crude", to_label="oil"),
         ),
     )
     with pytest.raises(ValueError, match=r"'oil' \(from crude\)"):
@@ -209,9 +223,9 @@ def test_operations_on_labels_the_parent_lacks_contribute_nothing() -> None:
     labels = ("grain", "crude", "forex", "markets")
     mapping = after_start(
         labels,
-        LabelRenamed(from_label="fx", to_label="forex"),
-        LabelsMerged(sources=("trade", "bonds"), into="markets"),
-        LabelRetired(label="equities"),
+        LabelRenamed(op="rename", from_label="fx", to_label="forex"),
+        LabelsMerged(op="merge", sources=("trade", "bonds"), into="markets"),
+        LabelRetired(op="retire", label="equities"),
     )
     assert mapping == {
         "grain": ("grain",),
@@ -309,8 +323,8 @@ def test_map_labels_feeds_map_head() -> None:
     labels = ("grain", "energy", "fx")
     mapping = after_start(
         labels,
-        LabelsMerged(sources=("crude", "trade"), into="energy"),
-        LabelAdded(label="fx"),
+        LabelsMerged(op="merge", sources=("crude", "trade"), into="energy"),
+        LabelAdded(op="add", label="fx"),
     )
     weight, _ = map_head(PARENT_WEIGHT, PARENT_BIAS, PARENT, mapping, *fresh(3))
     assert torch.equal(weight[:2], torch.tensor([[1.0, 2.0], [4.0, 5.0]]))

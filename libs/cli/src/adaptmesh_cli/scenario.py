@@ -118,7 +118,7 @@ def taxonomy_change() -> TaxonomyChanged:
         domain=DOMAIN,
         taxonomy_version="t2",
         operations=tuple(
-            LabelAdded(label=label, description=f"Reuters R52 topic {label}")
+            LabelAdded(op="add", label=label, description=f"Reuters R52 topic {label}")
             for label in NEW_LABELS
         ),
     )

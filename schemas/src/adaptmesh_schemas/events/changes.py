@@ -54,26 +54,33 @@ class RecipeChanged(MeshEvent):
     )
 
 
+# `op` is required, with no default: a discriminated union reads the tag from the input, so a
+# body without `op` was never accepted, and a default would only make the generated JSON Schema
+# say otherwise (`{"label": "x"}` would then match both `add` and `retire`). Every body written
+# by these models has always carried `op`, so this changes no record on the wire.
+_OP_DESCRIPTION = "Which operation this is; required, it selects the operation's fields."
+
+
 class LabelAdded(Value):
-    op: Literal["add"] = Field(default="add", description="Operation discriminator.")
+    op: Literal["add"] = Field(description=_OP_DESCRIPTION)
     label: Label = Field(description="The new label.")
     description: str | None = Field(default=None, description="What the label means.")
 
 
 class LabelRenamed(Value):
-    op: Literal["rename"] = Field(default="rename", description="Operation discriminator.")
+    op: Literal["rename"] = Field(description=_OP_DESCRIPTION)
     from_label: Label = Field(description="Existing label.")
     to_label: Label = Field(description="Its new name; existing examples are relabelled.")
 
 
 class LabelsMerged(Value):
-    op: Literal["merge"] = Field(default="merge", description="Operation discriminator.")
+    op: Literal["merge"] = Field(description=_OP_DESCRIPTION)
     sources: tuple[Label, ...] = Field(min_length=1, description="Labels folded into `into`.")
     into: Label = Field(description="The surviving label (created if new).")
 
 
 class LabelRetired(Value):
-    op: Literal["retire"] = Field(default="retire", description="Operation discriminator.")
+    op: Literal["retire"] = Field(description=_OP_DESCRIPTION)
     label: Label = Field(description="Label no longer predicted; its examples leave the dataset.")
 
 
@@ -84,7 +91,12 @@ TaxonomyOperation = Annotated[
 
 @event("change.taxonomy", stream=Stream.CHANGES, version="1.0")
 class TaxonomyChanged(MeshEvent):
-    """Edits the label taxonomy; operations apply in order."""
+    """Edits the label taxonomy; operations apply in order.
+
+    Each operation names itself with `op`: `add`, `rename`, `merge` or `retire`. `op` is
+    required; consumers have always refused an operation without it, so saying so in the schema
+    (it used to show a default) changed no record and the version stays 1.0.
+    """
 
     taxonomy_version: str = Field(min_length=1, description="Version after the change.")
     operations: tuple[TaxonomyOperation, ...] = Field(min_length=1, description="The edits.")
