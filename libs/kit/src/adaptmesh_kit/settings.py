@@ -35,10 +35,12 @@ class MeshSettings(BaseSettings):
         "BENCH_",
         "EMBEDDED_",
     )
-    # Read by libraries rather than by a service: the embedded broker's jars, and where
-    # adaptmesh_ml keeps base models converted once (e.g. GGUF to safetensors).
+    # Read by libraries rather than by a service: the embedded broker's jars, where
+    # adaptmesh_ml keeps base models converted once (e.g. GGUF to safetensors), and the
+    # directories it may load local base models from (read where a base model is checked or
+    # loaded: ingestion, training and its Ray workers, the gate, serving).
     outside_variables: ClassVar[frozenset[str]] = frozenset(
-        {"MESH_KAFKA_JARS_DIR", "MESH_MODEL_CACHE"}
+        {"MESH_KAFKA_JARS_DIR", "MESH_MODEL_CACHE", "MESH_BASE_MODEL_ROOTS"}
     )
 
     kafka_bootstrap_servers: str = Field(
