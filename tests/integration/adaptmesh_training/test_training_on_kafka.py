@@ -59,7 +59,18 @@ TERMINAL = (ModelTrained, TrainingFailed)
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[RayCluster]:
+def base_model_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where this module's local base models live: `MESH_BASE_MODEL_ROOTS` from before Ray
+    starts, since Ray's worker processes inherit the environment Ray was started in."""
+    root = tmp_path_factory.mktemp("base-models")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MESH_BASE_MODEL_ROOTS", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(base_model_root: Path) -> Iterator[RayCluster]:
+    del base_model_root  # set up first
     cluster = RayCluster()
     cluster.ensure_started()
     yield cluster
@@ -501,12 +512,16 @@ async def test_a_run_whose_checkpoint_fails_its_digest_fails_once_without_retryi
 
 @pytest.mark.timeout(600)
 async def test_a_base_architecture_without_known_lora_targets_fails_once(
-    kafka_bootstrap: str, unique_name: str, tmp_path: Path, ray_cluster: RayCluster
+    kafka_bootstrap: str,
+    unique_name: str,
+    tmp_path: Path,
+    ray_cluster: RayCluster,
+    base_model_root: Path,
 ) -> None:
     settings = training_settings(kafka_bootstrap, unique_name, tmp_path)
     domain = f"d-{unique_name}"
     store = ArtifactStore(settings.artifact_root)
-    base = unregistered_base(tmp_path / "squeezebert")
+    base = unregistered_base(base_model_root / f"squeezebert-{unique_name}")
     dataset = store.put_document(tiny_snapshot(domain, base_model=base))
     app = build_app(settings, cluster=ray_cluster)
     async with app, create_app(settings, "probe") as probe:

@@ -65,8 +65,12 @@ def test_registering_again_must_agree() -> None:
     assert "empty-targets" not in registered_architectures()
 
 
-def test_a_base_model_is_resolved_through_its_config(tmp_path: Path) -> None:
+def test_a_base_model_is_resolved_through_its_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESH_BASE_MODEL_ROOTS", str(tmp_path))
     (tmp_path / "config.json").write_text('{"model_type": "qwen2"}')
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
     spec = BaseModelSpec(model_id=str(tmp_path))
     assert model_type_of(tmp_path) == "qwen2"
     assert resolve_lora_targets(spec, ()) == ("q_proj", "v_proj")
@@ -78,7 +82,11 @@ def test_the_default_base_model_is_bert() -> None:
     assert resolve_lora_targets(spec, ()) == ("query", "value")
 
 
-def test_a_config_without_a_model_type_is_unsupported(tmp_path: Path) -> None:
+def test_a_config_without_a_model_type_is_unsupported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESH_BASE_MODEL_ROOTS", str(tmp_path))
     (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
     with pytest.raises(UnsupportedArchitectureError, match="cannot read the architecture"):
         resolve_lora_targets(BaseModelSpec(model_id=str(tmp_path)), ())

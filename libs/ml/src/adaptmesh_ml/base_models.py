@@ -1,12 +1,33 @@
-"""Where a recipe's base model lives on this machine.
+"""Where a recipe's base model lives on this machine, and whether the mesh may load it.
 
-The mesh never downloads weights: a base model is either shipped inside an installed Python
-package (`package:<dist>`), a local directory, or a Hugging Face id already in the local cache.
+The mesh never downloads weights, and it loads a base model only from places an operator chose:
 
-A GGUF base (`gguf_file` set) is dequantized once into an ordinary transformers directory
-(config.json, model.safetensors, tokenizer files) under the model cache — `MESH_MODEL_CACHE`,
-else `~/.cache/adaptmesh/base-models` — keyed by the GGUF file's sha256: loading a GGUF costs
-tens of seconds of dequantizing on every `from_pretrained`, the converted copy loads in seconds.
+* `package:<distribution>` — an installed Python distribution that bundles a model (its
+  `model/` folder, or its package folder);
+* an absolute path to a directory under one of the roots in `MESH_BASE_MODEL_ROOTS`
+  (`os.pathsep`-separated absolute directories; none by default), after symlinks and `..` are
+  resolved;
+* a Hugging Face id whose snapshot is already in the local cache, when that cache lies under
+  such a root.
+
+Anything else is refused with the reason (`BaseModelRefusedError`): a URI (`file://`,
+`http://`, any `scheme:`), a relative path, a path outside the roots, a distribution that is
+not installed, a directory without `*.safetensors` weights (pickled `.bin`/`.pt` weights are
+never loaded) or a weight file that is a symlink out of its root. `locate_base_model` is the one
+decision: ingestion refuses a change naming a base model it refuses, and every loader
+(`resolve_base_model`) goes through it too, so what ingestion accepted is what training and
+serving load, and nothing else.
+
+A GGUF base (`gguf_file` set: a file name in the model's directory) is dequantized once into an
+ordinary transformers directory (config.json, model.safetensors, tokenizer files) under the
+model cache — `MESH_MODEL_CACHE`, else `~/.cache/adaptmesh/base-models` — keyed by the GGUF
+file's sha256: loading a GGUF costs tens of seconds of dequantizing on every `from_pretrained`,
+the converted copy loads in seconds. GGUF is a plain tensor format (no pickle), and what is
+loaded afterwards is the safetensors copy.
+
+Nothing here imports torch or transformers until a GGUF file is converted (nor huggingface_hub
+until a Hugging Face id is looked up), so deciding costs a process (ingestion) no model
+libraries.
 """
 
 from __future__ import annotations
@@ -20,21 +41,26 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
 from adaptmesh_schemas.values import BaseModelSpec
 
 PACKAGE_PREFIX = "package:"
+ROOTS_ENV = "MESH_BASE_MODEL_ROOTS"
 MODEL_CACHE_ENV = "MESH_MODEL_CACHE"
 DEFAULT_MODEL_CACHE = Path("~/.cache/adaptmesh/base-models")
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+SAFE_WEIGHTS_PATTERN = "*.safetensors"
+GGUF_SUFFIX = ".gguf"
+# Weight formats that unpickle (run code) when loaded: named in a refusal, never loaded.
+_PICKLED_WEIGHTS_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+# `scheme:` at the start: file://, http://, s3://, hf:, ... (`package:` is checked first).
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
+# A distribution name as PEP 508 spells it.
+_DISTRIBUTION_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 # Packages that bundle a model conventionally keep it in a `model/` folder next to their code.
 _PACKAGED_MODEL_FOLDER = "model"
 _CONVERTING_PREFIX = ".converting-"
@@ -50,18 +76,72 @@ class BaseModelNotFoundError(LookupError):
     """The base model named by a recipe is not available on this machine."""
 
 
-def resolve_base_model(spec: BaseModelSpec, *, convert_gguf: GgufConverter | None = None) -> Path:
-    """The local directory holding `spec`'s config, weights and tokenizer.
+class BaseModelRefusedError(BaseModelNotFoundError):
+    """The base model is named in a form, or lives in a place, the mesh does not load from."""
 
-    `package:<dist>` names an installed distribution that bundles a model (its `model/` folder,
-    or the package folder itself when there is none); an existing directory is used as is;
-    anything else is a Hugging Face id that must already be in the local cache. Raises
-    `BaseModelNotFoundError` with the reason otherwise.
+
+def base_model_roots() -> tuple[Path, ...]:
+    """The directories local base models may be loaded from: `MESH_BASE_MODEL_ROOTS`, a list
+    of absolute directories separated by `os.pathsep` (":"), symlinks resolved; none when unset.
+
+    Raises `BaseModelRefusedError` for an entry that is not an absolute path (a relative root
+    would mean something else in every process's working directory).
+    """
+    roots: list[Path] = []
+    for listed in os.environ.get(ROOTS_ENV, "").split(os.pathsep):
+        entry = listed.strip()
+        if not entry:
+            continue
+        if not Path(entry).is_absolute():
+            raise BaseModelRefusedError(f"{ROOTS_ENV} entry {entry!r} is not an absolute path")
+        roots.append(Path(os.path.realpath(entry)))
+    return tuple(roots)
+
+
+def locate_base_model(spec: BaseModelSpec, *, roots: Sequence[Path] | None = None) -> Path:
+    """The directory holding `spec` as shipped (for a GGUF base, the directory of its file),
+    if the mesh may load it; raises `BaseModelRefusedError` or `BaseModelNotFoundError` saying
+    why not. Reads files' names and metadata only, never their contents.
+
+    `roots`: where local models may come from (default: `base_model_roots()`).
+    """
+    allowed_roots = base_model_roots() if roots is None else tuple(_real(r) for r in roots)
+    model_id = spec.model_id.strip()
+    if not model_id:
+        raise BaseModelRefusedError("base model refused: model_id is empty")
+    scheme = _SCHEME.match(model_id)
+    if model_id.startswith(PACKAGE_PREFIX):
+        directory = _packaged_model_dir(model_id, model_id.removeprefix(PACKAGE_PREFIX).strip())
+        # A package's model is what the package ships: its files stay inside its folder.
+        allowed: tuple[Path, ...] = (_real(directory),)
+    elif scheme is not None:
+        raise BaseModelRefusedError(
+            f"base model {model_id!r} refused: a URI ({scheme['scheme']}:) is never loaded; "
+            f"{_WHERE_FROM}"
+        )
+    elif _looks_like_a_path(model_id):
+        directory = _local_model_dir(model_id, allowed_roots)
+        allowed = allowed_roots
+    else:
+        directory = _cached_hub_snapshot(model_id, spec.revision, allowed_roots)
+        allowed = allowed_roots
+    _check_model_files(model_id, directory, spec, allowed)
+    return directory
+
+
+def resolve_base_model(
+    spec: BaseModelSpec,
+    *,
+    convert_gguf: GgufConverter | None = None,
+    roots: Sequence[Path] | None = None,
+) -> Path:
+    """The local directory holding `spec`'s config, safetensors weights and tokenizer, once
+    `locate_base_model` admits it (which raises with the reason otherwise).
 
     With `gguf_file` set, the answer is the converted copy of that file in the model cache,
     made on first use by `convert_gguf` (default: `convert_gguf_with_transformers`).
     """
-    directory = _shipped_model_dir(spec)
+    directory = locate_base_model(spec, roots=roots)
     if spec.gguf_file is None:
         return directory
     return _converted_gguf(
@@ -88,21 +168,15 @@ def model_cache_dir() -> Path:
 def base_model_sha256(spec: BaseModelSpec) -> str:
     """The sha256 of `spec`'s weights as shipped: the GGUF file, or `model.safetensors`.
 
-    Shards or other layouts with several weight files digest to the sha256 of their sorted
+    Shards or other layouts with several safetensors files digest to the sha256 of their sorted
     "name sha256" lines. Each file is hashed once per (path, size, mtime) in a process.
     """
-    directory = _shipped_model_dir(spec)
+    directory = locate_base_model(spec)
     if spec.gguf_file is not None:
         return file_sha256(directory / spec.gguf_file)
     if (directory / WEIGHTS_FILE).is_file():
         return file_sha256(directory / WEIGHTS_FILE)
-    weights = sorted(directory.glob("*.safetensors")) or sorted(
-        directory.glob("pytorch_model*.bin")
-    )
-    if not weights:
-        raise BaseModelNotFoundError(
-            f"base model {spec.model_id!r} has no weight files in {directory}"
-        )
+    weights = sorted(directory.glob(SAFE_WEIGHTS_PATTERN))  # not empty: located
     lines = "".join(f"{path.name} {file_sha256(path)}\n" for path in weights)
     return hashlib.sha256(lines.encode()).hexdigest()
 
@@ -130,6 +204,9 @@ def convert_gguf_with_transformers(gguf_path: Path, target: Path) -> None:
     transformers keeps GGUF weights packed by default, and a packed model cannot be saved;
     `GgufConfig(dequantize=True)` unpacks them while loading.
     """
+    # Here, not at the top: deciding whether a base model may load must not import torch.
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig  # noqa: PLC0415
+
     directory, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(
@@ -185,22 +262,50 @@ def _remove_abandoned_conversions(cache: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _shipped_model_dir(spec: BaseModelSpec) -> Path:
-    """The directory holding `spec` as shipped (for a GGUF base, the directory of the file)."""
-    model_id = spec.model_id.strip()
-    if model_id.startswith(PACKAGE_PREFIX):
-        directory = _packaged_model_dir(model_id.removeprefix(PACKAGE_PREFIX).strip())
-    elif Path(model_id).expanduser().is_dir():
-        directory = Path(model_id).expanduser().resolve()
-    elif _looks_like_a_path(model_id):
+_WHERE_FROM = (
+    "base models load only from `package:<distribution>` or a directory under "
+    f"{ROOTS_ENV}, as safetensors"
+)
+
+
+def _real(path: Path | str) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _roots_text(roots: Sequence[Path]) -> str:
+    if not roots:
+        return f"{ROOTS_ENV} is not set, so only `package:<distribution>` bases load"
+    return f"{ROOTS_ENV}: {', '.join(str(root) for root in roots)}"
+
+
+def _within(path: Path, roots: Sequence[Path]) -> bool:
+    """Whether `path`, symlinks and `..` resolved, lies inside one of `roots` (resolved)."""
+    real = _real(path)
+    return any(real.is_relative_to(root) for root in roots)
+
+
+def _local_model_dir(model_id: str, roots: Sequence[Path]) -> Path:
+    path = Path(model_id)
+    if not path.is_absolute():
+        raise BaseModelRefusedError(
+            f"base model {model_id!r} refused: not an absolute path; name a directory under "
+            f"{ROOTS_ENV} by its absolute path ({_roots_text(roots)})"
+        )
+    if not _within(path, roots):
+        raise BaseModelRefusedError(
+            f"base model {model_id!r} refused: {_real(path)} is outside the allowed roots "
+            f"({_roots_text(roots)})"
+        )
+    if not path.is_dir():
         raise BaseModelNotFoundError(f"base model directory {model_id!r} does not exist")
-    else:
-        directory = _cached_hub_snapshot(model_id, spec.revision)
-    _check_model_files(directory, spec)
-    return directory
+    return _real(path)
 
 
-def _packaged_model_dir(distribution_name: str) -> Path:
+def _packaged_model_dir(model_id: str, distribution_name: str) -> Path:
+    if not _DISTRIBUTION_NAME.match(distribution_name):
+        raise BaseModelRefusedError(
+            f"base model {model_id!r} refused: {distribution_name!r} is not a distribution name"
+        )
     try:
         distribution = importlib.metadata.distribution(distribution_name)
     except importlib.metadata.PackageNotFoundError:
@@ -230,10 +335,25 @@ def _import_names(distribution: importlib.metadata.Distribution) -> list[str]:
 
 
 def _looks_like_a_path(model_id: str) -> bool:
-    return model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1
+    """A path rather than a Hugging Face id (`name` or `org/name`, neither with `..`)."""
+    return (
+        model_id.startswith(("/", ".", "~"))
+        or "\\" in model_id
+        or model_id.count("/") > 1
+        or ".." in model_id.split("/")
+    )
 
 
-def _cached_hub_snapshot(model_id: str, revision: str | None) -> Path:
+def _cached_hub_snapshot(model_id: str, revision: str | None, roots: Sequence[Path]) -> Path:
+    if not roots:
+        raise BaseModelRefusedError(
+            f"base model {model_id!r} refused: a Hugging Face id loads only from a cache under "
+            f"{ROOTS_ENV}, which is not set; use `package:<distribution>`"
+        )
+    # Here, not at the top: half a second of imports that only Hugging Face ids need.
+    from huggingface_hub import snapshot_download  # noqa: PLC0415
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError  # noqa: PLC0415
+
     try:
         snapshot = snapshot_download(model_id, revision=revision, local_files_only=True)
     except HFValidationError as error:
@@ -249,12 +369,55 @@ def _cached_hub_snapshot(model_id: str, revision: str | None) -> Path:
         ) from None
     if not isinstance(snapshot, str):  # only a dry run returns file infos
         raise BaseModelNotFoundError(f"no snapshot directory for {model_id!r}")
+    if not _within(Path(snapshot), roots):
+        raise BaseModelRefusedError(
+            f"base model {model_id!r} refused: its cached snapshot {_real(snapshot)} is outside "
+            f"the allowed roots ({_roots_text(roots)})"
+        )
     return Path(snapshot)
 
 
-def _check_model_files(directory: Path, spec: BaseModelSpec) -> None:
-    expected = spec.gguf_file or CONFIG_FILE
-    if not (directory / expected).is_file():
+def _check_model_files(
+    model_id: str, directory: Path, spec: BaseModelSpec, allowed: Sequence[Path]
+) -> None:
+    """The files a loader reads exist, are safetensors (or one GGUF file) and, symlinks
+    resolved, lie inside `allowed`."""
+    gguf_file = spec.gguf_file
+    if gguf_file is not None:
+        if Path(gguf_file).name != gguf_file or not gguf_file.endswith(GGUF_SUFFIX):
+            raise BaseModelRefusedError(
+                f"base model {model_id!r} refused: gguf_file {gguf_file!r} must be the name of "
+                f"a {GGUF_SUFFIX} file in the model's directory"
+            )
+        expected = [directory / gguf_file]
+    else:
+        expected = [directory / CONFIG_FILE]
+    missing = [path.name for path in expected if not path.is_file()]
+    if missing:
         raise BaseModelNotFoundError(
-            f"base model {spec.model_id!r} resolved to {directory}, which has no {expected}"
+            f"base model {model_id!r} resolved to {directory}, which has no {missing[0]}"
+        )
+    if gguf_file is None:
+        weights = sorted(directory.glob(SAFE_WEIGHTS_PATTERN))
+        if not weights:
+            pickled = sorted(
+                path.name
+                for pattern in _PICKLED_WEIGHTS_PATTERNS
+                for path in directory.glob(pattern)
+            )
+            found = (
+                f" (found {', '.join(pickled)}: pickled weights are never loaded)"
+                if pickled
+                else ""
+            )
+            raise BaseModelRefusedError(
+                f"base model {model_id!r} refused: {directory} has no {SAFE_WEIGHTS_PATTERN} "
+                f"weights{found}"
+            )
+        expected += weights
+    escaping = [path.name for path in expected if not _within(path, allowed)]
+    if escaping:
+        raise BaseModelRefusedError(
+            f"base model {model_id!r} refused: {', '.join(escaping)} in {directory} "
+            "resolve(s) to outside the allowed roots (a symlink out of the model's directory)"
         )

@@ -100,6 +100,8 @@ def load_base_classifier(
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: index for index, label in enumerate(labels)},
+        # Never a pickle, even if one lies beside the safetensors: unpickling runs code.
+        use_safetensors=True,
         **from_pretrained_options(base_model),
     )
     if model.config.pad_token_id is None:
