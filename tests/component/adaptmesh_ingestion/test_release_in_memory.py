@@ -15,11 +15,18 @@ from adaptmesh_schemas import FLEET_DOMAIN
 from adaptmesh_schemas.events import BaseModelChanged, BaseModelReleased
 from adaptmesh_schemas.values import BaseModelSpec
 from tests.component.adaptmesh_ingestion.test_ingestion_in_memory import Outputs
+from tests.unit.adaptmesh_ingestion.base_model_files import cached_hub_models
 from tests.unit.adaptmesh_ingestion.factories import recipe
 
 A = BaseModelSpec(model_id="org/base-a")
 B = BaseModelSpec(model_id="org/base-b")
 C = BaseModelSpec(model_id="org/base-c", revision="2")
+
+
+@pytest.fixture(autouse=True)
+def base_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingestion admits only base models that resolve: A, B and C are in a local cache."""
+    cached_hub_models(tmp_path / "models", monkeypatch, A, B, C)
 
 
 def settings(tmp_path: Path) -> IngestionSettings:
@@ -98,8 +105,10 @@ async def test_republished_moves_are_dropped_and_the_fleet_key_names_no_domain(
     async with TestKafkaBroker(app.broker):
         await app.publish(recipe(domain="d1", base_model=A))
         sent = await app.publish(release())
-        # What a redelivered release publishes: the same move, with the same id.
-        move = BaseModelChanged(domain="d1", base_model=C, reason="again")
+        # What a redelivered release publishes: the same move (byte for byte), with the same id.
+        move = BaseModelChanged(
+            domain="d1", base_model=C, reason=f"base model release {sent.id}: newer base"
+        )
         await app.publish(move, event_id=f"{sent.id}/d1")
         await app.publish(recipe(domain=FLEET_DOMAIN))
     assert [v.change_kind for v in out.versions] == ["recipe", "base-model"]

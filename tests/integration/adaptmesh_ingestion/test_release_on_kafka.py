@@ -15,6 +15,7 @@ from adaptmesh_schemas.events import BaseModelChanged, BaseModelReleased, Datase
 from adaptmesh_schemas.values import BaseModelSpec
 from tests.integration.adaptmesh_ingestion.test_ingestion_on_kafka import send
 from tests.meshtest import body_json, mesh_settings, read_records, record_of
+from tests.unit.adaptmesh_ingestion.base_model_files import cached_hub_models
 from tests.unit.adaptmesh_ingestion.factories import recipe
 
 pytestmark = pytest.mark.kafka
@@ -23,6 +24,12 @@ A = BaseModelSpec(model_id="org/base-a")
 B = BaseModelSpec(model_id="org/base-b")
 C = BaseModelSpec(model_id="org/base-c")
 MOVE_TYPE = BaseModelChanged.ce_type().encode()
+
+
+@pytest.fixture(autouse=True)
+def base_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingestion admits only base models that resolve: A, B and C are in a local cache."""
+    cached_hub_models(tmp_path / "models", monkeypatch, A, B, C)
 
 
 async def test_a_release_moves_the_domains_on_the_old_base_once(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adaptmesh_ingestion.base_models import admit_base_model
 from adaptmesh_ingestion.domain import CHANGE_EVENTS
 from adaptmesh_ingestion.fleet import FleetIndex
 from adaptmesh_ingestion.handlers import IngestionHandlers
@@ -23,7 +24,7 @@ def build_app(settings: IngestionSettings) -> MeshApp:
     heads = HeadStore(settings.state_dir / HEADS_FILE if settings.state_dir else None)
     app.on_close(heads.close)
     handlers = IngestionHandlers(
-        DatasetLedger(app.artifacts, heads),
+        DatasetLedger(app.artifacts, heads, admit=admit_base_model),
         FleetIndex(),
         fleet_sync_seconds=settings.ingestion_fleet_sync_seconds,
     )

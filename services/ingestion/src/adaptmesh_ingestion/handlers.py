@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from adaptmesh_ingestion.base_models import admit_release
 from adaptmesh_ingestion.domain import Change, ChangeRejected
 from adaptmesh_ingestion.fleet import FleetIndex, ReleaseRejected
 from adaptmesh_ingestion.ledger import DatasetLedger
@@ -52,6 +53,11 @@ class IngestionHandlers:
 
     async def on_release(self, release: BaseModelReleased, context: EventContext) -> None:
         release_id = context.envelope.id
+        try:
+            # Off the event loop: it looks at installed packages and the file system.
+            await asyncio.to_thread(admit_release, release, release_id)
+        except ReleaseRejected as rejection:
+            raise RejectedEvent(str(rejection)) from rejection
         if self._fleet_sync_seconds > 0:
             # Versions written before now, by any instance, must be in the index, or a domain
             # still on the old base could be missed.

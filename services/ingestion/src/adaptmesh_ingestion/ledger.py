@@ -9,6 +9,7 @@ applying the change twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from adaptmesh_ingestion.domain import Change, DomainState, apply_change, change_kind
@@ -42,12 +43,24 @@ class DatasetHead:
         )
 
 
-class DatasetLedger:
-    """Each domain's chain of dataset versions. Not thread-safe: callers serialise."""
+Admission = Callable[[Change, DomainState | None], None]
+"""A check a change must pass before it applies (given the domain's current state); raises
+`ChangeRejected`. For what depends on this machine rather than on the domain (base models)."""
 
-    def __init__(self, artifacts: ArtifactStore, heads: HeadStore) -> None:
+
+class DatasetLedger:
+    """Each domain's chain of dataset versions. Not thread-safe: callers serialise.
+
+    `admit`: checks a new change must pass first (the live service checks base models; a
+    replay of past versions does not).
+    """
+
+    def __init__(
+        self, artifacts: ArtifactStore, heads: HeadStore, *, admit: Admission | None = None
+    ) -> None:
         self._artifacts = artifacts
         self._heads = heads
+        self._admit = admit
         self._cache: dict[str, DatasetHead] = {}
 
     def head(self, domain: str) -> DatasetHead | None:
@@ -75,6 +88,8 @@ class DatasetLedger:
         head = self.head(change.domain)
         if head is not None and head.cause_event_ids == (event_id,):
             return _announcement(head, head.snapshot(), change_kind(change))
+        if self._admit is not None:
+            self._admit(change, head.state if head else None)
         state = apply_change(head.state if head else None, change, event_id)
         snapshot = snapshot_of(
             state,
