@@ -77,8 +77,9 @@ class RecordConsumer:
                 return decoded if isinstance(decoded, Defect) else None
             return None  # a known event meant for other consumers of this topic
         group = discipline.consumer_group
-        body_sha256 = body_digest(record.value)
-        if not self._broadcast:
+        # Broadcast subscriptions read everything at every start and do not dedupe.
+        body_sha256 = None if self._broadcast else body_digest(record.value)
+        if body_sha256 is not None:
             handled = discipline.processed.recall(group, envelope.id)
             if handled is not None:
                 return discipline.repeated(envelope, handled, body_sha256)
@@ -87,7 +88,7 @@ class RecordConsumer:
             return event
         context = discipline.context_for(envelope, record)
         outcome = await discipline.run_record_handler(handler, event, context)
-        if not self._broadcast:
+        if body_sha256 is not None:
             # Handled, rejected or failed for good: a redelivery changes nothing.
             discipline.processed.remember(group, envelope.id, body_sha256)
         return outcome
