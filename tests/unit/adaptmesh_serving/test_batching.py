@@ -451,3 +451,40 @@ def test_the_executor_calls_each_model_once_and_answers_in_row_order() -> None:
     assert [answer.label for answer in answers] == ["crude", "grain", "grain", "crude"]
     assert old.calls == [["oil", "wheat"]]
     assert new.calls == [["wheat", "gas"]]
+
+
+async def test_a_key_allowing_two_calls_runs_two_batches_at_once_in_two_threads() -> None:
+    running, release = threading.Semaphore(0), threading.Event()
+    concurrent: list[int] = []
+    active = [0]
+    guard = threading.Lock()
+
+    def model(rows: list[tuple[str, str]]) -> list[str]:
+        with guard:
+            active[0] += 1
+            concurrent.append(active[0])
+        running.release()
+        release.wait(10)
+        with guard:
+            active[0] -= 1
+        return [text for _, text in rows]
+
+    made: Batching[str, str, str] = Batching(
+        model,
+        BatchLimits(max_batch_size=2, max_wait_seconds=0.0),
+        key_of=lambda name: name,
+        concurrency_of=lambda _: 2,
+    )
+    first = made.submit("m", ["a", "b"])
+    second = made.submit("m", ["c", "d"])
+    third = made.submit("m", ["e"])
+    # Two calls start at once; the third batch waits for a free thread.
+    assert await asyncio.to_thread(running.acquire, timeout=10)
+    assert await asyncio.to_thread(running.acquire, timeout=10)
+    assert not await asyncio.to_thread(running.acquire, timeout=0.2)
+    release.set()
+    assert await first.result() == ["a", "b"]
+    assert await second.result() == ["c", "d"]
+    assert await third.result() == ["e"]
+    assert max(concurrent) == 2
+    await made.close()

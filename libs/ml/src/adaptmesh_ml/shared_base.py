@@ -24,18 +24,20 @@ a fresh adapter name beside the old one, which keeps answering until the caller 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import enum
 import itertools
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
 from peft import LoraConfig, PeftConfig, PeftModel, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -201,10 +203,15 @@ class SharedBaseModels:
     together use more models than `capacity`, more stay resident, down to the cap afterwards.
     """
 
-    def __init__(self, capacity: int, *, reload_evicted: bool = True) -> None:
+    def __init__(
+        self, capacity: int, *, reload_evicted: bool = True, threads_per_call: int | None = None
+    ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if threads_per_call is not None and threads_per_call < 1:
+            raise ValueError("threads_per_call must be at least 1")
         self._capacity = capacity
+        self._threads_per_call = threads_per_call
         self._reload_evicted = reload_evicted
         self._lock = threading.Lock()
         self._bases: dict[BaseModelSpec, _Base] = {}
@@ -345,8 +352,12 @@ class SharedBaseModels:
         forward passes of at most `batch_size` rows with little padding (`forward_chunks`),
         each one forward pass of the base whatever the mix of models in it. Evicted models are
         loaded again first (or `AdapterUnloadedError` is raised, see `reload_evicted`);
-        unloaded (retired) ones raise it. Blocks (CPU-bound);
-        calls on one base are serialised, calls on different bases run in parallel.
+        unloaded (retired) ones raise it. Blocks (CPU-bound). Calls from several threads run
+        their forward passes at the same time, on one base as on several (each thread's rows
+        carry their adapters: `_ROW_ADAPTERS`); loading and unloading wait for the passes
+        running on their base. With `threads_per_call`, each call runs its passes on that many
+        torch threads (set for the calling thread): two calls of one thread each use two cores
+        better than one call of two threads when other work shares the cores.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -357,6 +368,10 @@ class SharedBaseModels:
             self._check_owned(model)
         placed = self._pin(models)
         try:
+            if self._threads_per_call is not None and (
+                torch.get_num_threads() != self._threads_per_call
+            ):
+                torch.set_num_threads(self._threads_per_call)  # this thread's torch threads
             groups: dict[int, tuple[_Base, list[_Row]]] = {}
             for index, (model, text) in enumerate(rows):
                 base, adapter_name = placed[model]
@@ -686,14 +701,77 @@ class _Adapter:
     parameter_bytes: int
 
 
+_ROW_ADAPTERS = threading.local()
+"""`names`: the adapter of each row of the forward pass this thread is running (else None).
+
+PEFT's own way of passing `adapter_names` to its LoRA layers registers hooks on the shared
+modules for the length of one call, so two threads' calls would see each other's names. Each
+base's LoRA layers get one permanent hook instead (`_inject_row_adapters`), which reads the
+names of the calling thread."""
+
+
+def _inject_row_adapters(
+    _module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    names = getattr(_ROW_ADAPTERS, "names", None)
+    if names is None:
+        return None
+    return args, {**kwargs, "adapter_names": names}
+
+
+class _SharedOrExclusive:
+    """A lock that forward passes hold together and a change of adapters holds alone.
+
+    A waiting change goes before passes that arrive after it, so a steady stream of requests
+    cannot starve a swap."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._sharing = 0
+        self._exclusive = False
+        self._waiting_exclusive = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._changed:
+            while self._exclusive or self._waiting_exclusive:
+                self._changed.wait()
+            self._sharing += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._sharing -= 1
+                if not self._sharing:
+                    self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._changed:
+            self._waiting_exclusive += 1
+            while self._exclusive or self._sharing:
+                self._changed.wait()
+            self._waiting_exclusive -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._exclusive = False
+                self._changed.notify_all()
+
+
 @dataclass(eq=False)
 class _Base:
-    """One base model with its adapters. `members` is guarded by the owner's lock; the model,
-    tokenizer and heads by `lock` (a forward pass and a change of adapters never overlap)."""
+    """One base model with its adapters. `members` is guarded by the owner's lock; the model
+    and heads by `access` (forward passes share it, a change of adapters holds it alone); the
+    tokenizer, whose settings change with each call, by `tokenizing`."""
 
     spec: BaseModelSpec
     members: dict[str, DomainModel] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    access: _SharedOrExclusive = field(default_factory=_SharedOrExclusive)
+    tokenizing: threading.Lock = field(default_factory=threading.Lock)
+    hooked: set[int] = field(default_factory=set)
     tokenizer: PreTrainedTokenizerBase | None = None
     transformer: PreTrainedModel | None = None
     peft: Any = None
@@ -704,7 +782,7 @@ class _Base:
     freed: bool = False
 
     def add(self, adapter_name: str, parsed: _ParsedModel) -> None:
-        with self.lock:
+        with self.access.exclusive():
             if self.freed:  # cannot happen: a base with members is never freed
                 raise RuntimeError(f"base {self.spec.model_id!r} was freed")
             if self.transformer is None:
@@ -728,7 +806,16 @@ class _Base:
                     self._drop()
                 raise
             self.peft.eval()
+            self._hook_lora_layers()
             self.adapters[adapter_name] = _Adapter(head, parsed.parameter_bytes)
+
+    def _hook_lora_layers(self) -> None:
+        """Give every LoRA layer (new ones appear when an adapter targets other modules) the
+        hook that passes it the calling thread's row adapters."""
+        for module in cast(torch.nn.Module, self.peft).modules():
+            if isinstance(module, LoraLayer) and id(module) not in self.hooked:
+                module.register_forward_pre_hook(_inject_row_adapters, with_kwargs=True)
+                self.hooked.add(id(module))
 
     def _set_lora_weights(self, adapter_name: str, state: Mapping[str, torch.Tensor]) -> None:
         result: Any = set_peft_model_state_dict(self.peft, dict(state), adapter_name=adapter_name)
@@ -740,7 +827,7 @@ class _Base:
             )
 
     def remove(self, adapter_name: str) -> None:
-        with self.lock:
+        with self.access.exclusive():
             if self.adapters.pop(adapter_name, None) is None or self.peft is None:
                 return
             # Rows name their adapters, so which one is "active" never matters here; moving it
@@ -751,13 +838,13 @@ class _Base:
             self.peft.delete_adapter(adapter_name)
 
     def free(self) -> None:
-        with self.lock:
+        with self.access.exclusive():
             self.freed = True
             self._drop()
 
     def predict(self, rows: Sequence[_Row], batch_size: int) -> list[Prediction] | None:
         """Predictions for `rows`, in order; None if one of their adapters is gone."""
-        with self.lock, torch.inference_mode():
+        with self.access.shared(), torch.inference_mode():
             if any(row.adapter_name not in self.adapters for row in rows):
                 return None
             tokenizer = cast(Any, self.tokenizer)
@@ -766,9 +853,12 @@ class _Base:
             for position, row in enumerate(rows):
                 by_model.setdefault(row.model, []).append(position)
             for model, positions in by_model.items():
-                encoded = tokenizer(
-                    [rows[p].text for p in positions], truncation=True, max_length=model.max_length
-                )
+                with self.tokenizing:
+                    encoded = tokenizer(
+                        [rows[p].text for p in positions],
+                        truncation=True,
+                        max_length=model.max_length,
+                    )
                 for offset, position in enumerate(positions):
                     encodings[position] = {name: encoded[name][offset] for name in encoded}
             lengths = [len(encoding["input_ids"]) for encoding in encodings]
@@ -786,12 +876,13 @@ class _Base:
         self, rows: Sequence[_Row], encodings: list[dict[str, list[int]]]
     ) -> list[Prediction]:
         tokenizer = cast(Any, self.tokenizer)
-        batch = tokenizer.pad(encodings, padding="longest", return_tensors="pt")
-        outputs = self.peft(
-            **batch,
-            adapter_names=[row.adapter_name for row in rows],
-            output_hidden_states=True,
-        )
+        with self.tokenizing:
+            batch = tokenizer.pad(encodings, padding="longest", return_tensors="pt")
+        _ROW_ADAPTERS.names = [row.adapter_name for row in rows]
+        try:
+            outputs = self.peft(**batch, output_hidden_states=True)
+        finally:
+            _ROW_ADAPTERS.names = None
         features = outputs.logits  # what each row's head takes (see _HeadInput)
         sketches = self.sketch(outputs.hidden_states[-1], batch["attention_mask"]).tolist()
         probabilities: list[list[float]] = [[] for _ in rows]
@@ -846,13 +937,14 @@ class _Base:
         self.tokenizer = None
         self.head_template = None
         self.adapters.clear()
+        self.hooked.clear()
 
     def backbone(self) -> torch.nn.Module | None:
-        with self.lock:
+        with self.access.exclusive():
             return None if self.transformer is None else _backbone_of(self.transformer)
 
     def info(self) -> BaseInfo | None:
-        with self.lock:
+        with self.access.exclusive():
             if self.transformer is None:
                 return None
             transformer = self.transformer

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
 from adaptmesh_kit import ArtifactStore, MeshApp, create_app
-from adaptmesh_ml import SharedBaseModels
+from adaptmesh_ml import SharedBaseModels, configure_torch_threads
 from adaptmesh_schemas import Stream
 from adaptmesh_schemas.events import InferenceLogged, ModelReady
 from adaptmesh_schemas.values import ArtifactRef
@@ -87,7 +87,11 @@ def build_app(
     source: ModelSource
     shared: SharedBaseModels | None = None
     if load_model is None:
-        shared = SharedBaseModels(capacity=settings.serving_max_resident_models)
+        threads = settings.serving_torch_threads or configure_torch_threads()
+        shared = SharedBaseModels(
+            capacity=settings.serving_max_resident_models,
+            threads_per_call=max(1, threads // settings.serving_calls_per_base),
+        )
         source = SharedBaseSource(shared, mesh.artifacts)
     else:
         source = SeparateModels(lambda ref: load_model(mesh.artifacts, ref))
@@ -119,6 +123,7 @@ def build_app(
         sample_rate=settings.serving_inference_sample_rate,
         limits=limits,
         log_texts=settings.serving_log_texts,
+        calls_per_base=settings.serving_calls_per_base,
     )
 
     async def caught_up(within_seconds: float) -> None:

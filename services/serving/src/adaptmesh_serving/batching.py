@@ -8,7 +8,9 @@ thread. So:
 * the event loop never runs a model: `/health`, `/ready` and every other request answer while
   models work;
 * a key's model calls happen one at a time, in one thread (tokenizers and torch modules are not
-  safe to share between threads), and while one runs the next batch fills up;
+  safe to share between threads), and while one runs the next batch fills up — unless the key
+  allows more (`concurrency_of`): then up to that many calls run at once, each in a thread of
+  the key's, a batch forming whenever one of them is free;
 * the first row of a batch waits at most `max_wait_seconds` for others to join it; when the
   worker was busy, rows that have waited that long already go at once;
 * at most `max_queue` rows wait per key: a request that would go beyond is refused at once
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections import deque
@@ -167,7 +170,7 @@ class Pending(Generic[P]):
             self._future.set_exception(error)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Row(Generic[M, P]):
     model: M
     text: str
@@ -177,19 +180,29 @@ class _Row(Generic[M, P]):
 
 
 class Batcher(Generic[K, M, P]):
-    """One key's queue, its worker task and its model thread."""
+    """One key's queue, its worker task and its model threads (`concurrency` of them: how many
+    model calls of the key may run at once; 1 unless the key's executor is safe to call from
+    several threads)."""
 
-    def __init__(self, key: K, name: str, run: Executor[M, P], limits: BatchLimits) -> None:
+    def __init__(
+        self, key: K, name: str, run: Executor[M, P], limits: BatchLimits, concurrency: int = 1
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self.key = key
         self.name = name
         self.limits = limits
         self._run = run
         self._queue: deque[_Row[M, P]] = deque()
-        self._in_call: list[_Row[M, P]] = []
+        self._in_call: set[_Row[M, P]] = set()
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
+        self._slots = asyncio.Semaphore(concurrency)
+        self._calls: set[asyncio.Task[None]] = set()
+        self._thread = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix=f"predict-{name}"
+        )
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self._batch_seconds = _FIRST_BATCH_GUESS_SECONDS
@@ -259,10 +272,11 @@ class Batcher(Generic[K, M, P]):
                 async with asyncio.timeout(grace_seconds):
                     await self._idle.wait()
         left = [*self._in_call, *self._queue]
-        if self._worker is not None:
-            self._worker.cancel()
+        for task in [*([self._worker] if self._worker else []), *self._calls]:
+            task.cancel()
+        for task in [*([self._worker] if self._worker else []), *self._calls]:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+                await task
         for row in left:
             row.pending.fail(ShuttingDown("serving is shutting down", retry_after=1))
         self._queue.clear()
@@ -272,20 +286,31 @@ class Batcher(Generic[K, M, P]):
     async def _work(self) -> None:
         while True:
             while not self._queue:
-                self._idle.set()
+                if not self._calls:
+                    self._idle.set()
                 self._arrived.clear()
                 await self._arrived.wait()
+            # A batch forms once a model thread is free: meanwhile more rows join the queue.
+            await self._slots.acquire()
             await self._fill()
             size = min(len(self._queue), self.limits.max_batch_size)
             rows = [self._queue.popleft() for _ in range(size)]
             for row in rows:
                 row.pending.queued -= 1
-            if rows:
-                self._in_call = rows
-                try:
-                    await self._call(rows)
-                finally:
-                    self._in_call = []
+            if not rows:  # withdrawn while waiting for a thread
+                self._slots.release()
+                continue
+            self._in_call.update(rows)
+            call = asyncio.create_task(self._call(rows), name=f"{self.name} call")
+            self._calls.add(call)
+            call.add_done_callback(functools.partial(self._call_ended, rows))
+
+    def _call_ended(self, rows: list[_Row[M, P]], call: asyncio.Task[None]) -> None:
+        self._calls.discard(call)
+        self._in_call.difference_update(rows)
+        self._slots.release()
+        if not self._queue and not self._calls:
+            self._idle.set()
 
     async def _fill(self) -> None:
         """Wait until a full batch is queued, or the oldest row has waited `max_wait`."""
@@ -346,10 +371,12 @@ class Batching(Generic[K, M, P]):
         key_of: Callable[[M], K],
         is_live: Callable[[K], bool] = lambda _: True,
         name_of: Callable[[K], str] = str,
+        concurrency_of: Callable[[K], int] = lambda _: 1,
     ) -> None:
         self.limits = limits
         self._run = run
         self._key_of = key_of
+        self._concurrency_of = concurrency_of
         self._is_live = is_live
         self._name_of = name_of
         self._batchers: dict[K, Batcher[K, M, P]] = {}
@@ -364,7 +391,9 @@ class Batching(Generic[K, M, P]):
         self._let_go_of_stale(but=key)
         batcher = self._batchers.get(key)
         if batcher is None:
-            batcher = Batcher(key, self._name_of(key), self._run, self.limits)
+            batcher = Batcher(
+                key, self._name_of(key), self._run, self.limits, self._concurrency_of(key)
+            )
             self._batchers[key] = batcher
         return batcher.submit([(model, text) for text in texts])
 

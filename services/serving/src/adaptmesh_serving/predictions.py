@@ -76,6 +76,7 @@ class PredictionService:
         limits: BatchLimits | None = None,
         log_texts: bool = True,
         sampler: random.Random | None = None,
+        calls_per_base: int = 1,
     ) -> None:
         self._registry = registry
         self._tracer = tracer
@@ -96,6 +97,8 @@ class PredictionService:
             key_of=batch_key,
             is_live=is_live,
             name_of=str,
+            # SharedBaseModels runs calls from several threads at once; a whole model, one.
+            concurrency_of=lambda key: calls_per_base if isinstance(key, SharedBase) else 1,
         )
         # Sampling is statistical, not a secret: a plain PRNG is right.
         self._sampler = sampler or random.Random()

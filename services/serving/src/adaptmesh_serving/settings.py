@@ -74,6 +74,21 @@ class ServingSettings(MeshSettings):
         "again from the artifact store (digests checked) when it is next asked for. Each base "
         "model is in memory once whatever the number of its domains.",
     )
+    serving_calls_per_base: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Model calls that may run at once on one base model, each in its own "
+        "thread with its share of the torch threads (MESH_SERVING_TORCH_THREADS divided "
+        "among them): on CPU two calls of one thread each keep two cores busier than one "
+        "call of two threads while the HTTP server shares the cores.",
+    )
+    serving_torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Torch threads the model calls share (default: OMP_NUM_THREADS if set, "
+        "else every core the process may run on).",
+    )
     serving_replica_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         min_length=1,
