@@ -1,7 +1,8 @@
 """The one owner of this process's connection to Ray: `ray.init` once, `ray.shutdown` at stop.
 
-Local by default (a Ray runtime started by the service and stopped with it); with `RAY_ADDRESS`
-set, the service joins that cluster instead and leaves it running when it stops.
+Local by default (a Ray runtime started by the service and stopped with it, every listening
+socket of it on 127.0.0.1); with `RAY_ADDRESS` set, the service joins that cluster instead and
+leaves it running when it stops.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import time
 from concurrent.futures import Future
 
 import ray
+from ray._private import ray_constants
 
 log = logging.getLogger(__name__)
 
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 SHUTDOWN_TIMEOUT_SECONDS = 60.0
+LOOPBACK = "127.0.0.1"
 
 
 class RayCluster:
@@ -96,13 +99,7 @@ class RayCluster:
     def _init(self) -> None:
         started = time.perf_counter()
         if self.address is None:
-            # The dashboard is an HTTP server on every interface that nothing here uses.
-            ray.init(
-                num_cpus=self._num_cpus,
-                include_dashboard=False,
-                log_to_driver=False,
-                ignore_reinit_error=True,
-            )
+            start_local_ray(self._num_cpus)
         else:
             # A cluster's resources and dashboard are its operator's business.
             ray.init(address=self.address, log_to_driver=False, ignore_reinit_error=True)
@@ -113,3 +110,29 @@ class RayCluster:
             self.address or "local",
             ray.cluster_resources(),  # type: ignore[no-untyped-call]
         )
+
+
+def start_local_ray(num_cpus: int | None) -> None:
+    """`ray.init` a single-node Ray whose every listening socket is on 127.0.0.1.
+
+    Ray's servers (GCS, raylet, object manager, core workers, runtime-env agent) bind 127.0.0.1
+    only when the node's IP *is* 127.0.0.1, and otherwise 0.0.0.0 / the node's IP. `ray.init`
+    turns `_node_ip_address="127.0.0.1"` into the host's routable IP on Linux unless Ray's
+    "clusters enabled" switch is off (as it is on macOS and Windows), so that switch is turned
+    off for the duration of the start: the node then is 127.0.0.1, and every process Ray starts
+    is handed that address on its command line. No other node can join such a Ray, which is the
+    point. The dashboard (an HTTP server that nothing here uses) is not started at all.
+    """
+    clusters_enabled = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            dashboard_host=LOOPBACK,
+            _node_ip_address=LOOPBACK,
+            log_to_driver=False,
+            ignore_reinit_error=True,
+        )
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = clusters_enabled
