@@ -324,10 +324,12 @@ async def _scenario(
                 )
             ).json()["predictions"]
             assert all(a["model_version"] == third["model_version"] for a in answers)
-        alarm = await alarms.next_for(DOMAIN, timeout=120)
+        # The alarm the foreign posts raise is on the production model. The champion before it
+        # may have alarmed too: step 3's probes were a deliberately one-topic stream, which the
+        # prediction-shift detector rightly calls shifted (seen on CI) — that alarm is not this.
+        alarm = await alarms.next_for(DOMAIN, timeout=120, model_version=third["model_version"])
     finally:
         await alarms.consumer.stop()
-    assert alarm["model_version"] == third["model_version"]
     assert alarm["dataset_version"] == third["lineage"]["dataset_version"]
     assert alarm["action"] == "no-new-labelled-data", alarm["action_detail"]
     fired = [e for e in alarm["evidence"] if e["drifted"]]
@@ -419,11 +421,14 @@ class _Follower:
             isolation_level="read_committed",
         )
 
-    async def next_for(self, domain: str, timeout: float) -> dict[str, Any]:
+    async def next_for(
+        self, domain: str, timeout: float, *, model_version: str | None = None
+    ) -> dict[str, Any]:
+        """The next event of `domain` (about `model_version`, when given)."""
         async with asyncio.timeout(timeout):
             async for record in self.consumer:
                 body: dict[str, Any] = json.loads(record.value)
-                if body["domain"] == domain:
+                if body["domain"] == domain and model_version in (None, body["model_version"]):
                     return body
         raise AssertionError("unreachable")
 
