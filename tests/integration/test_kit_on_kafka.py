@@ -117,7 +117,7 @@ async def test_typed_event_reaches_another_process_with_cloudevents_headers_and_
     assert cloud_event.get_type() == "dev.adaptmesh.change.data_batch"
     assert cloud_event.get_source() == "urn:adaptmesh:service:probe-publisher"
     assert cloud_event.get_subject() == "fin-news"
-    assert cloud_event.get_dataschema() == "urn:adaptmesh:schema:change.data_batch:1.0"
+    assert cloud_event.get_dataschema() == "urn:adaptmesh:schema:change.data_batch:1.1"
     assert cloud_event.get_extension("correlationid") == sent.id
     data = cloud_event.get_data()
     assert isinstance(data, dict)

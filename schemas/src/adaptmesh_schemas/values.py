@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 
+RESIDENCY_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+Residency = Annotated[str, StringConstraints(pattern=RESIDENCY_PATTERN)]
+"""Where a domain's data may live: a short lowercase region tag such as `eu` or `us-east`.
+Artifact roots are configured per residency, and training runs only on Ray nodes offering it."""
+
 
 class Value(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -291,6 +296,12 @@ class Lineage(Value):
         default=None,
         description="Last taxonomy step of the dataset trained on (see the dataset's "
         "taxonomy history): where a child's head mapping starts.",
+    )
+    residency: Residency | None = Field(
+        default=None,
+        description="The domain's residency (its recipe's): every artifact of the model lies "
+        "under that residency's root and it was trained on a node offering it; unset = the "
+        "domain has no residency constraint.",
     )
 
 

@@ -17,15 +17,18 @@ from adaptmesh_schemas.values import (
     LoraSettings,
     MustPassCase,
     RegulationRef,
+    Residency,
     TrainingSettings,
     Value,
 )
 from adaptmesh_schemas.versioning import FLEET_DOMAIN, Domain, MeshEvent, event
 
 
-@event("change.recipe", stream=Stream.CHANGES, version="1.3")
+@event("change.recipe", stream=Stream.CHANGES, version="1.4")
 class RecipeChanged(MeshEvent):
     """Registers or replaces a domain's recipe: how its model is built and judged.
+
+    1.4 (additive): `residency` — where the domain's data and models may live.
 
     1.3 (additive): the gate policy compares candidate and champion with paired statistics
     (`gate.test`, `margin`, `confidence`, `bootstrap_samples`), per-label F1 floors and
@@ -51,6 +54,13 @@ class RecipeChanged(MeshEvent):
     data: DataSelection = Field(default_factory=DataSelection, description="Data selection.")
     drift: DriftPolicy = Field(
         default_factory=DriftPolicy, description="How drift is detected and what it leads to."
+    )
+    residency: Residency | None = Field(
+        default=None,
+        description="Where the domain's data and models may live, e.g. `eu`: every artifact "
+        "lands under that residency's root, data tagged with another residency is refused and "
+        "training runs only on Ray nodes offering it. Unset = no constraint. Fixed by the "
+        "domain's first recipe: a later recipe may not change it.",
     )
 
 
@@ -102,9 +112,12 @@ class TaxonomyChanged(MeshEvent):
     operations: tuple[TaxonomyOperation, ...] = Field(min_length=1, description="The edits.")
 
 
-@event("change.regulation", stream=Stream.CHANGES, version="1.0")
+@event("change.regulation", stream=Stream.CHANGES, version="1.1")
 class RegulationChanged(MeshEvent):
-    """A rule changed: its documents become labelled data, its cases become gate conditions."""
+    """A rule changed: its documents become labelled data, its cases become gate conditions.
+
+    1.1 (additive): `residency` tags where its documents may live.
+    """
 
     regulation: RegulationRef = Field(description="Which rule, which version, from when.")
     title: str = Field(default="", description="Human-readable title.")
@@ -113,6 +126,11 @@ class RegulationChanged(MeshEvent):
     )
     must_pass: tuple[MustPassCase, ...] = Field(
         default=(), description="Cases every promoted model must get right."
+    )
+    residency: Residency | None = Field(
+        default=None,
+        description="Where this data may live (1.1). Refused (dead-lettered) when the domain "
+        "declares another residency; unset = the domain's own.",
     )
 
 
@@ -154,13 +172,21 @@ class BaseModelReleased(MeshEvent):
         return domain
 
 
-@event("change.data_batch", stream=Stream.CHANGES, version="1.0")
+@event("change.data_batch", stream=Stream.CHANGES, version="1.1")
 class DataBatchSubmitted(MeshEvent):
-    """New labelled examples."""
+    """New labelled examples.
+
+    1.1 (additive): `residency` tags where the examples may live.
+    """
 
     batch_id: str = Field(min_length=1, description="Producer's id for the batch.")
     examples: tuple[LabelledExample, ...] = Field(min_length=1, description="The examples.")
     source: str = Field(default="", description="Where the data came from.")
+    residency: Residency | None = Field(
+        default=None,
+        description="Where this data may live (1.1). Refused (dead-lettered) when the domain "
+        "declares another residency; unset = the domain's own.",
+    )
 
 
 @event("change.rollback", stream=Stream.CHANGES, version="1.0")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from adaptmesh_schemas.topics import Stream
-from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec, Label, Value
+from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec, Label, Residency, Value
 from adaptmesh_schemas.versioning import MeshEvent, event
 
 
@@ -16,9 +16,12 @@ class DatasetCounts(Value):
     per_label: dict[str, int] = Field(default_factory=dict, description="Examples per label.")
 
 
-@event("dataset.versioned", stream=Stream.DATASETS, version="1.0")
+@event("dataset.versioned", stream=Stream.DATASETS, version="1.1")
 class DatasetVersioned(MeshEvent):
-    """A new content-addressed dataset version with its deterministic split."""
+    """A new content-addressed dataset version with its deterministic split.
+
+    1.1 (additive): `residency`, the domain's, under whose root the version lies.
+    """
 
     dataset_version: str = Field(description="Id of the version (derived from its digest).")
     artifact: ArtifactRef = Field(description="The version's manifest in the artifact store.")
@@ -30,3 +33,8 @@ class DatasetVersioned(MeshEvent):
     counts: DatasetCounts = Field(description="Sizes.")
     change_kind: str = Field(description="Kind of change that made it (recipe, taxonomy, ...).")
     cause_event_ids: tuple[str, ...] = Field(description="ce_id of the events folded in.")
+    residency: Residency | None = Field(
+        default=None,
+        description="The domain's residency (its recipe's); the version lies under that "
+        "residency's artifact root. Unset = no constraint.",
+    )

@@ -38,12 +38,13 @@ class _GateDecision(MeshEvent):
     lineage: Lineage | None = Field(default=None, description="The candidate's lineage (1.1).")
 
 
-@event("gate.approved", stream=Stream.GATE, version="1.1")
+@event("gate.approved", stream=Stream.GATE, version="1.2")
 class GateApproved(_GateDecision):
     """The candidate passed every check and becomes the champion.
 
     1.1 (additive): the HTML report, and the candidate's artifact, labels, lineage and
     reference profile, so the topic alone can re-promote any approved model (rollback).
+    1.2 (additive): the lineage records the domain's residency.
     """
 
     reference_profile: ArtifactRef | None = Field(
@@ -51,11 +52,12 @@ class GateApproved(_GateDecision):
     )
 
 
-@event("gate.rejected", stream=Stream.GATE, version="1.1")
+@event("gate.rejected", stream=Stream.GATE, version="1.2")
 class GateRejected(_GateDecision):
     """The candidate failed at least one check; production is unchanged.
 
     1.1 (additive): the HTML report, and the candidate's artifact, labels and lineage.
+    1.2 (additive): the lineage records the domain's residency.
     """
 
 

@@ -11,9 +11,12 @@ from adaptmesh_schemas.values import ArtifactRef, Label, Lineage, Rollback
 from adaptmesh_schemas.versioning import MeshEvent, event
 
 
-@event("model.ready", stream=Stream.MODELS_READY, version="2.3")
+@event("model.ready", stream=Stream.MODELS_READY, version="2.4")
 class ModelReady(MeshEvent):
     """This model now serves the domain.
+
+    2.4 (additive): `lineage.residency` records the domain's residency: the model's files lie
+    under that residency's artifact root and it was trained on a node offering it.
 
     2.3 (additive): `promotion` numbers the domain's promotions (1, 2, ...): a consumer never
     moves a domain to a record with a lower number than the one it serves, so a late or stale

@@ -26,7 +26,7 @@ class TrainingProgress(MeshEvent):
     loss: float = Field(description="Mean training loss since the last report.")
 
 
-@event("model.trained", stream=Stream.TRAINING, version="1.2")
+@event("model.trained", stream=Stream.TRAINING, version="1.3")
 class ModelTrained(MeshEvent):
     """A candidate exists; the gate decides its fate.
 
@@ -34,6 +34,7 @@ class ModelTrained(MeshEvent):
     straight from the event instead of keeping its own index of dataset versions.
     1.2: the lineage says how to rebuild it (base weights digest, library versions, determinism
     settings) and what it was warm-started from (parent adapter digest, head mapping) — additive.
+    1.3 (additive): the lineage records the domain's residency.
     """
 
     run_id: str = Field(description="Run that made it.")
