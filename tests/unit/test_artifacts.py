@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from adaptmesh_kit import ArtifactError, ArtifactIntegrityError, ArtifactPathError, ArtifactStore
+from adaptmesh_kit import (
+    ArtifactError,
+    ArtifactIntegrityError,
+    ArtifactPathError,
+    ArtifactStore,
+    ResidencyError,
+)
 from adaptmesh_schemas.values import ArtifactRef
 
 
@@ -54,3 +60,43 @@ def test_relative_roots_become_absolute(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(tmp_path)
     store = ArtifactStore("file://rel/store")
     assert store.root_uri == f"file://{tmp_path}/rel/store"
+
+
+def _family(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(
+        f"file://{tmp_path}/default",
+        residency_roots={"eu": f"file://{tmp_path}/eu", "us": f"file://{tmp_path}/us"},
+    )
+
+
+def test_a_residency_writes_only_under_its_own_root(tmp_path: Path) -> None:
+    store = _family(tmp_path)
+    eu = store.for_residency("eu")
+    blob = eu.put_bytes(b"eu data")
+    named = eu.put_file("models/d/v1/labels.json", b"[]")
+    for ref in (blob, named):
+        assert ref.uri.startswith(f"file://{tmp_path}/eu/")
+    assert store.for_residency(None) is store
+    assert eu.for_residency(None) is store
+    assert eu.for_residency("us").root_uri == f"file://{tmp_path}/us"
+    assert store.residency_roots == {"eu": f"file://{tmp_path}/eu", "us": f"file://{tmp_path}/us"}
+    assert not list((tmp_path / "default").rglob("*.json"))
+
+
+def test_a_residency_without_a_root_is_refused_not_sent_to_the_default(tmp_path: Path) -> None:
+    with pytest.raises(ResidencyError, match=r"'ch'.*configured: eu, us"):
+        _family(tmp_path).for_residency("ch")
+    with pytest.raises(ResidencyError, match="configured: none"):
+        ArtifactStore(f"file://{tmp_path}/alone").for_residency("eu")
+
+
+def test_every_store_reads_any_configured_root_and_nothing_else(tmp_path: Path) -> None:
+    store = _family(tmp_path)
+    in_us = store.for_residency("us").put_bytes(b"us data")
+    in_default = store.put_bytes(b"default data")
+    assert store.for_residency("eu").get_bytes(in_us) == b"us data"
+    assert store.for_residency("eu").get_bytes(in_default) == b"default data"
+    assert store.get_bytes(in_us) == b"us data"
+    outside = ArtifactStore(f"file://{tmp_path}/elsewhere").put_bytes(b"x")
+    with pytest.raises(ArtifactPathError, match="outside every artifact root"):
+        store.for_residency("eu").get_bytes(outside)

@@ -49,3 +49,32 @@ def test_settings_are_validated() -> None:
         MeshSettings(topic_partitions=0)
     with pytest.raises(ValidationError):
         MeshSettings(topic_prefix="has spaces/")
+
+
+def test_artifact_roots_per_residency_are_read_from_one_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MESH_ARTIFACT_ROOTS", "eu=file:///data/eu, us-east=s3://bucket/us?x=1")
+    assert MeshSettings().artifact_roots == {
+        "eu": "file:///data/eu",
+        "us-east": "s3://bucket/us?x=1",
+    }
+    monkeypatch.delenv("MESH_ARTIFACT_ROOTS")
+    assert MeshSettings().artifact_roots == {}
+
+
+@pytest.mark.parametrize(
+    ("roots", "fragment"),
+    [
+        ("file:///data/eu", "residency=root-uri"),
+        ("EU=file:///data/eu", "not a residency tag"),
+        ("eu=", "empty artifact root"),
+        ("eu=file:///a,eu=file:///b", "two artifact roots"),
+    ],
+)
+def test_malformed_artifact_roots_are_refused(
+    monkeypatch: pytest.MonkeyPatch, roots: str, fragment: str
+) -> None:
+    monkeypatch.setenv("MESH_ARTIFACT_ROOTS", roots)
+    with pytest.raises(ValidationError, match=fragment):
+        MeshSettings()

@@ -7,6 +7,7 @@ from adaptmesh_kit.artifacts import (
     ArtifactIntegrityError,
     ArtifactPathError,
     ArtifactStore,
+    ResidencyError,
 )
 from adaptmesh_kit.settings import MeshSettings
 from adaptmesh_kit.telemetry import tracer_provider_from_env
@@ -21,6 +22,7 @@ __all__ = [
     "MeshApp",
     "MeshSettings",
     "RejectedEvent",
+    "ResidencyError",
     "create_app",
     "provision_topics",
     "tracer_provider_from_env",

@@ -119,9 +119,12 @@ class MeshApp:
         artifacts: ArtifactStore | None = None,
         exactly_once: Collection[Stream] = (),
     ) -> None:
-        """Defaults: tracing from the `OTEL_*` environment, artifacts at `artifact_root`."""
+        """Defaults: tracing from the `OTEL_*` environment, artifacts at `artifact_root` (and
+        `artifact_roots` per residency)."""
         tracer_provider = tracer_provider or tracer_provider_from_env(service)
-        artifacts = artifacts or ArtifactStore(settings.artifact_root)
+        artifacts = artifacts or ArtifactStore(
+            settings.artifact_root, residency_roots=settings.artifact_roots
+        )
         self.settings = settings
         self.service = service
         self.source = f"urn:adaptmesh:service:{service}"

@@ -4,6 +4,12 @@ Events carry `ArtifactRef(uri, sha256)`; the bytes live here. Blobs are written 
 `<root>/sha256/<ab>/<digest>` and every read verifies the digest, so a corrupted or substituted
 file is refused instead of served. Any URI handed to the store must lie inside its root: an event
 is untrusted input, and `file:///etc/passwd` or `../../` must not become a read.
+
+Data residency: a store may have sibling roots, one per residency (`MESH_ARTIFACT_ROOTS`).
+`for_residency(tag)` is the store that writes a domain's artifacts, under its residency's root
+and nowhere else; a residency without a root is refused, never sent to the default root. Every
+store of the family reads from any of the family's roots (events carry full URIs) and from
+nowhere else.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import hashlib
 import posixpath
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import fsspec
@@ -35,10 +42,22 @@ class ArtifactPathError(ArtifactError):
     """A URI that lies outside the store's root (or is not one of its URIs)."""
 
 
-class ArtifactStore:
-    """Immutable, verified blobs under one fsspec root."""
+class ResidencyError(ArtifactError):
+    """A residency for which no artifact root is configured."""
 
-    def __init__(self, root_uri: str, **storage_options: Any) -> None:
+
+class ArtifactStore:
+    """Immutable, verified blobs under one fsspec root (the default root, or a residency's
+    when made by `for_residency`)."""
+
+    def __init__(
+        self,
+        root_uri: str,
+        *,
+        residency_roots: Mapping[str, str] | None = None,
+        **storage_options: Any,
+    ) -> None:
+        """`residency_roots`: residency tag -> root URI of the stores `for_residency` gives."""
         self._fs: fsspec.AbstractFileSystem
         self._fs, root_path = url_to_fs(root_uri, **storage_options)
         self._root = posixpath.normpath(self._fs._strip_protocol(root_path)).rstrip("/")
@@ -46,10 +65,51 @@ class ArtifactStore:
         # The protocol the store speaks, to rebuild canonical URIs from paths.
         protocol = self._fs.protocol
         self._protocol = protocol if isinstance(protocol, str) else protocol[0]
+        self.residency: str | None = None
+        self._default = self
+        self._residents: dict[str, ArtifactStore] = {}
+        self._family: tuple[ArtifactStore, ...] = (self,)
+        if residency_roots:
+            residents = {
+                residency: ArtifactStore(uri, **storage_options)
+                for residency, uri in sorted(residency_roots.items())
+            }
+            family = (self, *residents.values())
+            for residency, store in residents.items():
+                store.residency = residency
+            for store in family:
+                store._default = self
+                store._residents = residents
+                store._family = family
 
     @property
     def root_uri(self) -> str:
         return self._uri(self._root)
+
+    @property
+    def default_root_uri(self) -> str:
+        """The root of artifacts of domains without a residency."""
+        return self._default.root_uri
+
+    @property
+    def residency_roots(self) -> dict[str, str]:
+        """Residency tag -> root URI (what rebuilds this family in another process)."""
+        return {residency: store.root_uri for residency, store in self._residents.items()}
+
+    def for_residency(self, residency: str | None) -> ArtifactStore:
+        """The store that writes the artifacts of a domain with this residency (None: no
+        constraint, the default root). Raises `ResidencyError` when the residency has no root."""
+        if residency is None:
+            return self._default
+        store = self._residents.get(residency)
+        if store is None:
+            configured = ", ".join(sorted(self._residents)) or "none"
+            raise ResidencyError(
+                f"no artifact root is configured for residency {residency!r} (configured: "
+                f"{configured}; set MESH_ARTIFACT_ROOTS, e.g. {residency}=file:///data/"
+                f"{residency}); its artifacts are not written to the default root"
+            )
+        return store
 
     def put_bytes(self, data: bytes) -> ArtifactRef:
         """Store `data` (once) and return its claim check."""
@@ -110,10 +170,11 @@ class ArtifactStore:
             ) from None
 
     def get_bytes(self, ref: ArtifactRef) -> bytes:
-        """The bytes behind `ref`, after checking they hash to `ref.sha256`."""
-        path = self._path_inside_root(ref.uri)
+        """The bytes behind `ref`, after checking they hash to `ref.sha256`. The ref may lie
+        under any root of the family (another residency's too), and under no other."""
+        store, path = self._readable_path(ref.uri)
         try:
-            with self._fs.open(path, "rb") as handle:
+            with store._fs.open(path, "rb") as handle:
                 data: bytes = handle.read()
         except FileNotFoundError:
             raise ArtifactError(f"artifact {ref.uri} does not exist") from None
@@ -129,6 +190,15 @@ class ArtifactStore:
 
     def _uri(self, path: str) -> str:
         return f"{self._protocol}://{path}"
+
+    def _readable_path(self, uri: str) -> tuple[ArtifactStore, str]:
+        for store in (self, *(store for store in self._family if store is not self)):
+            try:
+                return store, store._path_inside_root(uri)
+            except ArtifactPathError:
+                continue
+        roots = ", ".join(store.root_uri for store in self._family)
+        raise ArtifactPathError(f"{uri} lies outside every artifact root ({roots})")
 
     def _path_inside_root(self, uri: str) -> str:
         fs, path = url_to_fs(uri)

@@ -9,11 +9,14 @@ reject another service's variables, so one environment file can configure the wh
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from adaptmesh_schemas.values import RESIDENCY_PATTERN
 
 ENV_PREFIX = "MESH_"
 
@@ -106,7 +109,15 @@ class MeshSettings(BaseSettings):
         description="Where a service keeps its own state (dedupe log); memory if unset.",
     )
     artifact_root: str = Field(
-        default="file://.mesh/artifacts", description="fsspec URI of the artifact store root."
+        default="file://.mesh/artifacts",
+        description="fsspec URI of the artifact store root (of domains without a residency).",
+    )
+    # NoDecode: written `eu=file:///data/eu,us=s3://bucket/us`, not as JSON.
+    artifact_roots: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Artifact roots per residency, `eu=file:///data/eu,us=file:///data/us`: "
+        "every artifact of a domain whose recipe declares a residency lands under that "
+        "residency's root; a residency missing here is refused, never written to the default.",
     )
     health_host: str = Field(default="127.0.0.1", description="Health endpoint bind address.")
     health_port: int = Field(
@@ -115,6 +126,21 @@ class MeshSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level."
     )
+
+    @field_validator("artifact_roots", mode="before")
+    @classmethod
+    def _parse_artifact_roots(cls, value: Any) -> Any:
+        return parse_artifact_roots(value) if isinstance(value, str) else value
+
+    @field_validator("artifact_roots")
+    @classmethod
+    def _check_residency_tags(cls, roots: dict[str, str]) -> dict[str, str]:
+        for residency, uri in roots.items():
+            if not re.fullmatch(RESIDENCY_PATTERN, residency):
+                raise ValueError(f"{residency!r} is not a residency tag (e.g. eu, us-east)")
+            if not uri:
+                raise ValueError(f"residency {residency!r} has an empty artifact root")
+        return roots
 
     @model_validator(mode="after")
     def _reject_unknown_environment(self) -> MeshSettings:
@@ -140,3 +166,20 @@ class MeshSettings(BaseSettings):
             name.startswith(prefix) and not any(f.startswith(prefix) for f in own)
             for prefix in self.other_owners
         )
+
+
+def parse_artifact_roots(text: str) -> dict[str, str]:
+    """`eu=file:///data/eu,us=file:///data/us` -> {"eu": ..., "us": ...}. URIs may contain `=`
+    (query strings) but not `,`."""
+    roots: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        residency, equals, uri = item.partition("=")
+        if not equals:
+            raise ValueError(f"{item!r} is not `residency=root-uri`")
+        residency = residency.strip()
+        if residency in roots:
+            raise ValueError(f"residency {residency!r} is given two artifact roots")
+        roots[residency] = uri.strip()
+    return roots
