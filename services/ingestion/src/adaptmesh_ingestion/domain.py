@@ -27,6 +27,11 @@ The rules this module enforces (the service README repeats them for users):
 * Every accepted recipe and taxonomy change appends a `TaxonomyStep` to the taxonomy history
   (its event id, the labels after it and, for a taxonomy change, its operations), so a trainer
   can map a champion's head onto today's labels; no other change touches the history.
+* Residency: a domain's first recipe fixes where its data lives (`residency`, or none); a
+  later recipe naming another residency is refused (the data already lies under the old one's
+  root). A data batch, regulation or feedback tagged with a residency other than the domain's
+  is refused — so is a tagged one for a domain without a residency, whose data lies in the
+  default root. Untagged data is taken as the domain's own.
 """
 
 from __future__ import annotations
@@ -152,6 +157,8 @@ def apply_change(state: DomainState | None, change: Change, event_id: str) -> Do
             f"{_subject(change)}: the domain has no recipe yet; publish a change.recipe for "
             f"{change.domain!r} first (nothing was ingested)"
         )
+    if isinstance(change, DataBatchSubmitted | RegulationChanged | FeedbackSubmitted):
+        _require_residency(state, change)
     match change:
         case TaxonomyChanged():
             new_state = _apply_taxonomy(state, change, event_id)
@@ -198,6 +205,13 @@ def _apply_recipe(state: DomainState | None, recipe: RecipeChanged, event_id: st
             labels=recipe.labels,
             taxonomy_history=(step,),
         )
+    if recipe.residency != state.recipe.residency:
+        raise ChangeRejected(
+            f"{subject}: it would move the domain's residency from "
+            f"{_residency(state.recipe.residency)} to {_residency(recipe.residency)}, but its "
+            "data and models already lie under the first one's artifact root; a domain's "
+            "residency is fixed by its first recipe"
+        )
     kept = set(recipe.labels)
     orphaned_examples = Counter(e.label for e in state.examples if e.label not in kept)
     orphaned_cases = Counter(
@@ -222,6 +236,23 @@ def _apply_recipe(state: DomainState | None, recipe: RecipeChanged, event_id: st
         labels=recipe.labels,
         taxonomy_history=(*state.taxonomy_history, step),
     )
+
+
+def _require_residency(
+    state: DomainState, change: DataBatchSubmitted | RegulationChanged | FeedbackSubmitted
+) -> None:
+    domain_residency = state.recipe.residency
+    if change.residency is None or change.residency == domain_residency:
+        return
+    raise ChangeRejected(
+        f"{_subject(change)}: residency mismatch: the data is tagged residency "
+        f"{change.residency!r} but domain {state.domain!r} keeps its data in "
+        f"{_residency(domain_residency)}; nothing was ingested"
+    )
+
+
+def _residency(residency: str | None) -> str:
+    return repr(residency) if residency else "no residency (the default artifact root)"
 
 
 # -- taxonomy ----------------------------------------------------------------------------------

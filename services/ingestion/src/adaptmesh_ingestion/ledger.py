@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from adaptmesh_ingestion.domain import Change, DomainState, apply_change, change_kind
+from adaptmesh_ingestion.domain import (
+    Change,
+    ChangeRejected,
+    DomainState,
+    apply_change,
+    change_kind,
+)
 from adaptmesh_ingestion.persistence import HeadRecord, HeadStore
 from adaptmesh_ingestion.snapshot import (
     canonical_json,
@@ -21,7 +27,7 @@ from adaptmesh_ingestion.snapshot import (
     snapshot_of,
     state_of,
 )
-from adaptmesh_kit import ArtifactStore
+from adaptmesh_kit import ArtifactStore, ResidencyError
 from adaptmesh_schemas.documents import DatasetSnapshot
 from adaptmesh_schemas.events import DatasetVersioned
 from adaptmesh_schemas.values import ArtifactRef
@@ -96,7 +102,12 @@ class DatasetLedger:
             parent_version=head.dataset_version if head else None,
             cause_event_ids=(event_id,),
         )
-        artifact = self._artifacts.put_bytes(canonical_json(snapshot))
+        try:
+            # The domain's residency decides the root; one without a root is refused whole.
+            store = self._artifacts.for_residency(state.recipe.residency)
+        except ResidencyError as error:
+            raise ChangeRejected(f"domain {change.domain!r}: {error}") from None
+        artifact = store.put_bytes(canonical_json(snapshot))
         new_head = DatasetHead(
             state=state,
             dataset_version=dataset_version_id(artifact.sha256),
@@ -130,4 +141,5 @@ def _announcement(head: DatasetHead, snapshot: DatasetSnapshot, kind: str) -> Da
         counts=counts_of(snapshot),
         change_kind=kind,
         cause_event_ids=head.cause_event_ids,
+        residency=state.recipe.residency,
     )
