@@ -10,6 +10,9 @@ adaptmesh rebuild DOMAIN VER   retrain a model from its recorded inputs, compare
 adaptmesh report DOMAIN|VER    a gate decision: summary, checks, and its HTML report (--html PATH)
 adaptmesh audit DOMAIN         every gate decision, rollback and refused rollback, with reasons
 adaptmesh rollback DOMAIN      serve an earlier approved model again (--to VERSION --reason TEXT)
+adaptmesh status               per domain the production model, runs in flight, drift, serving;
+                               consumer lag per service (--watch: live, --domain D)
+adaptmesh lineage DOMAIN [VER] change events -> dataset -> run -> gate -> model.ready, with digests
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from adaptmesh_cli.demo import run_demo
+from adaptmesh_cli.lineage import add_lineage_command, run_lineage
 from adaptmesh_cli.rebuild import run_rebuild
 from adaptmesh_cli.replay import run_replay
 from adaptmesh_cli.reports import add_report_commands, run_audit, run_report
 from adaptmesh_cli.rollback import add_rollback_command, request_of, run_rollback
 from adaptmesh_cli.rollout import watch_rollout
 from adaptmesh_cli.scenario import run_scenario
+from adaptmesh_cli.status import add_status_command, run_status
 from adaptmesh_cli.up import run_up
 from adaptmesh_kit import MeshSettings, create_app
 from adaptmesh_schemas import (
@@ -195,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_report_commands(commands)
     add_rollback_command(commands)
+    add_status_command(commands)
+    add_lineage_command(commands)
     return parser
 
 
@@ -215,6 +222,10 @@ def _run_on_mesh(args: argparse.Namespace, settings: MeshSettings) -> int:
             return asyncio.run(run_audit(settings, args.domain))
         case "rollback":
             return asyncio.run(run_rollback(settings, request_of(args), wait=args.wait))
+        case "status":
+            return asyncio.run(run_status(settings, domain=args.domain, watch=args.watch))
+        case "lineage":
+            return asyncio.run(run_lineage(settings, args.domain, args.model_version))
         case "watch" if args.stream == Stream.ROLLOUT.value:
             asyncio.run(watch_rollout(settings))
         case _:
