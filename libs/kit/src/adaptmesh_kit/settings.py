@@ -41,9 +41,10 @@ class MeshSettings(BaseSettings):
     # Read by libraries rather than by a service: the embedded broker's jars, where
     # adaptmesh_ml keeps base models converted once (e.g. GGUF to safetensors), and the
     # directories it may load local base models from (read where a base model is checked or
-    # loaded: ingestion, training and its Ray workers, the gate, serving).
+    # loaded: ingestion, training and its Ray workers, the gate, serving), and where tests arm
+    # fault points (adaptmesh_kit.faults, read where a point is reached).
     outside_variables: ClassVar[frozenset[str]] = frozenset(
-        {"MESH_KAFKA_JARS_DIR", "MESH_MODEL_CACHE", "MESH_BASE_MODEL_ROOTS"}
+        {"MESH_KAFKA_JARS_DIR", "MESH_MODEL_CACHE", "MESH_BASE_MODEL_ROOTS", "MESH_FAULT_DIR"}
     )
 
     kafka_bootstrap_servers: str = Field(

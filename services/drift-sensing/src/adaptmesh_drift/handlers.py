@@ -25,6 +25,7 @@ from adaptmesh_drift.schedule import Clock, Origin, RetrainScheduler
 from adaptmesh_drift.settings import DriftSettings
 from adaptmesh_drift.watch import Alarm, DomainWatch
 from adaptmesh_kit import Delivery, EventContext, MeshApp
+from adaptmesh_kit.faults import fault_point
 from adaptmesh_schemas import Stream
 from adaptmesh_schemas.documents import LabelingSample
 from adaptmesh_schemas.events import (
@@ -101,6 +102,7 @@ class DriftHandlers:
         pending = self.scheduler.request(
             explicit_request(event, context.envelope.id), origin_of(context)
         )
+        fault_point("drift.requested")  # in the outbox, not yet published nor committed
         self._wake_relay()
         log.info(
             "retrain request for %s on %s pending (%d causes)",

@@ -36,6 +36,7 @@ from adaptmesh_kit import (
     MeshApp,
     RejectedEvent,
 )
+from adaptmesh_kit.faults import fault_point
 from adaptmesh_schemas import MeshEvent, Stream
 from adaptmesh_schemas.documents import DatasetSnapshot, ModelManifest
 from adaptmesh_schemas.events import (
@@ -156,6 +157,7 @@ class Gate:
             profile_ref = await asyncio.to_thread(store.put_document, judged.profile)
         cause = context.envelope.id
         verdict = decision_event(event, report, report_ref, html_ref, profile_ref)
+        fault_point("gate.decided")  # decided and reported, nothing published yet
         await context.publish(verdict, event_id=derived_event_id(cause, verdict.ce_type()))
         log.info(
             "%s %s for %s (%d eval examples, %d cases, %.1fs evaluating): %s",

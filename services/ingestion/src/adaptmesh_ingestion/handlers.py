@@ -10,6 +10,7 @@ from adaptmesh_ingestion.domain import Change, ChangeRejected
 from adaptmesh_ingestion.fleet import FleetIndex, ReleaseRejected
 from adaptmesh_ingestion.ledger import DatasetLedger
 from adaptmesh_kit import EventContext, RejectedEvent
+from adaptmesh_kit.faults import fault_point
 from adaptmesh_schemas import FLEET_DOMAIN, Stream
 from adaptmesh_schemas.events import BaseModelReleased, DatasetVersioned
 
@@ -45,6 +46,7 @@ class IngestionHandlers:
                 )
             except ChangeRejected as rejection:
                 raise RejectedEvent(str(rejection)) from rejection
+            fault_point("ingestion.recorded")  # the version is written, not yet announced
             await context.publish(versioned)
 
     async def on_dataset_versioned(self, version: DatasetVersioned, context: EventContext) -> None:

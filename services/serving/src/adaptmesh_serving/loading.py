@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from adaptmesh_kit import ArtifactStore
+from adaptmesh_kit.faults import fault_point
 from adaptmesh_ml import DomainModel, SharedBaseModels
 from adaptmesh_schemas.events import ModelReady
 from adaptmesh_schemas.values import ArtifactRef
@@ -150,6 +151,7 @@ async def load_and_swap(
             load_seconds=load_seconds,
         )
     assert predictor is not None  # loaded without a mismatch
+    fault_point("serving.loaded")  # loaded and warm, not yet switched in
     # Records are handled one at a time, but decide again: the load took a while.
     if (again := registry.decide(ready, origin)) is not LoadDecision.LOAD:
         await _release(source, predictor)
