@@ -85,7 +85,7 @@ import psutil  # type: ignore[import-untyped]
 from adaptmesh_cli import reuters, scenario
 from adaptmesh_cli.logs import read_topic
 from adaptmesh_embedded import EmbeddedKafka, ensure_kafka_jars
-from adaptmesh_embedded.mesh import free_port
+from adaptmesh_embedded.ports import free_port
 from adaptmesh_kit import ArtifactStore, MeshApp, MeshSettings, create_app
 from adaptmesh_ml import (
     BaseModelCache,

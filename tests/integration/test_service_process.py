@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from adaptmesh_embedded.mesh import free_port
+from adaptmesh_embedded.ports import free_port
 from adaptmesh_schemas import Stream, topic_name
 from tests.integration.test_kit_on_kafka import batch
 from tests.meshtest import eventually, read_records, record_of, stop_with_sigterm

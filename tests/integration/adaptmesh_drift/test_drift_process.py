@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from adaptmesh_drift.settings import DriftSettings
-from adaptmesh_embedded.mesh import free_port
+from adaptmesh_embedded.ports import free_port
 from adaptmesh_schemas import Stream, topic_name
 from tests.integration.adaptmesh_drift.wire import (
     header,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from adaptmesh_embedded.mesh import free_port
+from adaptmesh_embedded.ports import free_port
 from adaptmesh_kit import ArtifactStore, MeshSettings, provision_topics
 from adaptmesh_ml import TrainedModel
 from adaptmesh_schemas import Stream, topic_name

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptmesh_embedded.mesh import free_port
+from adaptmesh_embedded.ports import free_port
 from adaptmesh_gate.app import build_app as build_gate
 from adaptmesh_gate.settings import GateSettings
 from adaptmesh_kit import ArtifactStore, create_app

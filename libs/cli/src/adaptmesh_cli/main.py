@@ -153,7 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     up_cmd = commands.add_parser("up", help="run the embedded mesh in the foreground")
     up_cmd.add_argument("--work-dir", type=Path, default=Path(".mesh/up"))
-    up_cmd.add_argument("--serving-port", type=int, default=8080)
+    up_cmd.add_argument(
+        "--serving-port",
+        type=int,
+        default=None,
+        help="default: the last start's on this work directory, else 8080 if free",
+    )
+    up_cmd.add_argument(
+        "--kafka-port",
+        type=int,
+        default=None,
+        help="embedded broker's port; default: the last start's on this work directory",
+    )
     commands.add_parser("demo", help="the main scenario on the embedded mesh")
     commands.add_parser("demo-backbone", help="the event backbone round trip only")
     publish_cmd = commands.add_parser(
@@ -238,7 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-            return run_up(args.work_dir, args.serving_port, otlp)
+            return run_up(
+                args.work_dir,
+                serving_port=args.serving_port,
+                kafka_port=args.kafka_port,
+                otlp_endpoint=otlp,
+            )
         if args.command == "demo":
             return run_scenario()
         if args.command == "demo-backbone":

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import signal
 import threading
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
 from adaptmesh_embedded import EmbeddedMesh
+from adaptmesh_embedded.ports import PORTS_FILE
 from adaptmesh_schemas import Stream, topic_name
 
 
-def run_up(work_dir: Path, serving_port: int, otlp_endpoint: str | None) -> int:
+DEFAULT_SERVING_PORT = 8080
+"""Serving's port on a work directory's first start, when free (later starts keep theirs)."""
+
+
+def run_up(
+    work_dir: Path,
+    *,
+    serving_port: int | None,
+    kafka_port: int | None,
+    otlp_endpoint: str | None,
+) -> int:
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -20,7 +32,14 @@ def run_up(work_dir: Path, serving_port: int, otlp_endpoint: str | None) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"starting the adaptmesh mesh in {work_dir} (broker, then five services) ...", flush=True)
     try:
-        with EmbeddedMesh(work_dir, serving_port=serving_port, otlp_endpoint=otlp_endpoint) as mesh:
+        with EmbeddedMesh(
+            work_dir,
+            serving_port=serving_port,
+            kafka_port=kafka_port,
+            preferred_serving_port=DEFAULT_SERVING_PORT,
+            otlp_endpoint=otlp_endpoint,
+            report=_report,
+        ) as mesh:
             print(
                 "\nadaptmesh is up\n"
                 f"  Kafka bootstrap:  {mesh.bootstrap_servers}\n"
@@ -30,20 +49,24 @@ def run_up(work_dir: Path, serving_port: int, otlp_endpoint: str | None) -> int:
                 f"  traces:           {_trace_target(otlp_endpoint)}\n"
                 f"  artifacts:        {mesh.artifact_root}\n"
                 f"  service logs:     {mesh.log_dir}\n"
+                f"  ports kept in:    {mesh.work_dir / PORTS_FILE} (--kafka-port, "
+                "--serving-port change them)\n"
+                "A service or broker that crashes is restarted and reported here. "
                 "Ctrl-C stops everything.",
                 flush=True,
             )
             while not stop.wait(0.5):
-                for service in mesh.services:
-                    if not service.process.is_running:
-                        print(f"{service.label} exited; see {service.log_path}", flush=True)
-                        return 1
+                pass  # the supervisor thread restarts and reports; this one awaits Ctrl-C
             print("stopping: services drain and commit, then the broker stops ...", flush=True)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print("stopped; no process left behind", flush=True)
     return 0
+
+
+def _report(message: str) -> None:
+    print(f"{datetime.now().astimezone():%H:%M:%S} {message}", flush=True)
 
 
 def _trace_target(otlp_endpoint: str | None) -> str:

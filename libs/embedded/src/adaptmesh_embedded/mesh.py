@@ -3,24 +3,41 @@
 `adaptmesh up`, `make demo` and the end-to-end tests all start the mesh through this one
 supervisor, so what a test proves is what a user runs. Every child dies with the supervisor
 (see `processes.py`); `stop()` drains services with SIGTERM before the broker goes.
+
+While the mesh runs, a supervisor thread restarts whatever crashed — a service, or the embedded
+broker — with backoff, and reports it; the broker and the other services keep running. Ports
+clients connect to are kept in the work directory (`ports.py`), so a restarted mesh, or a
+restarted broker, is found where it was.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from adaptmesh_embedded.kafka import EmbeddedKafka, ensure_kafka_jars
+from adaptmesh_embedded.kafka import EmbeddedKafka, EmbeddedKafkaError, ensure_kafka_jars
+from adaptmesh_embedded.ports import (
+    MeshPorts,
+    free_port,
+    port_is_free,
+    remember_ports,
+    remembered_ports,
+    settle_kafka_port,
+    settle_serving_port,
+)
 from adaptmesh_embedded.processes import ManagedProcess
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +56,47 @@ SERVICES: tuple[ServiceSpec, ...] = (
 SERVING = "serving"
 
 
+RESTART_BACKOFF_SECONDS: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+"""Waits before restarting something that crashed, by how often in a row it has crashed."""
+STABLE_AFTER_SECONDS = 60.0
+"""Up this long after a restart, a crash counts as the first in a row again."""
+
+
 class MeshStartError(RuntimeError):
     """A service or the broker did not come up; the message quotes its log."""
+
+
+def restart_delay(crashes_in_a_row: int, backoff: tuple[float, ...]) -> float:
+    """The wait before the restart that follows the `crashes_in_a_row`-th crash (from 1)."""
+    return backoff[min(crashes_in_a_row, len(backoff)) - 1]
+
+
+@dataclass(slots=True)
+class Recovery:
+    """A supervised child's crash record: what the supervisor needs to restart it in time."""
+
+    restarts: int = 0
+    crashes_in_a_row: int = 0
+    down_since: float | None = None
+    restart_at: float | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    awaiting_health: bool = False
+
+    def crashed(self, now: float, backoff: tuple[float, ...]) -> float:
+        """Record a crash seen at `now`; the delay before the restart."""
+        if now - self.started_at >= STABLE_AFTER_SECONDS:
+            self.crashes_in_a_row = 0
+        self.crashes_in_a_row += 1
+        self.down_since = now
+        delay = restart_delay(self.crashes_in_a_row, backoff)
+        self.restart_at = now + delay
+        return delay
+
+    def restarted(self, now: float) -> None:
+        self.restarts += 1
+        self.restart_at = None
+        self.started_at = now
+        self.awaiting_health = True
 
 
 @dataclass(slots=True)
@@ -50,17 +106,12 @@ class RunningService:
     process: ManagedProcess
     health_url: str
     log_path: Path
+    health_port: int = 0
+    recovery: Recovery = field(default_factory=Recovery)
 
     @property
     def label(self) -> str:
         return f"{self.spec.name}#{self.instance}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers(url: str, expected: int) -> bool:
@@ -89,22 +140,40 @@ class EmbeddedMesh:
         bootstrap_servers: str | None = None,
         instances: Mapping[str, int] | None = None,
         serving_port: int | None = None,
+        kafka_port: int | None = None,
+        preferred_serving_port: int | None = None,
         otlp_endpoint: str | None = None,
         topic_prefix: str = "",
         extra_env: Mapping[str, str] | None = None,
         startup_timeout: float = 180.0,
         stop_timeout: float = 60.0,
+        supervise: bool = True,
+        report: Callable[[str], None] | None = None,
+        restart_backoff: tuple[float, ...] = RESTART_BACKOFF_SECONDS,
     ) -> None:
+        """Ports not given are those of the last start on `work_dir` (`ports.json`), else
+        `preferred_serving_port` if free, else free ones. With `supervise`, crashed services
+        and a crashed embedded broker are restarted after `restart_backoff`, each told to
+        `report` (default: this module's log)."""
         self.work_dir = work_dir.resolve()
         self.instances = {spec.name: 1 for spec in SERVICES} | dict(instances or {})
-        self.serving_port = serving_port or free_port()
+        remembered = remembered_ports(self.work_dir)
+        self.serving_port = settle_serving_port(serving_port, remembered, preferred_serving_port)
+        self.kafka_port = None if bootstrap_servers else settle_kafka_port(kafka_port, remembered)
         self.otlp_endpoint = otlp_endpoint
         self.topic_prefix = topic_prefix
         self.extra_env = dict(extra_env or {})
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
+        self.supervise = supervise
+        self.report = report or (lambda message: _log.warning("%s", message))
+        self.restart_backoff = restart_backoff
         self._external_bootstrap = bootstrap_servers
         self._kafka: EmbeddedKafka | None = None
+        self._broker_recovery = Recovery()
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
         self.services: list[RunningService] = []
 
     @property
@@ -114,6 +183,15 @@ class EmbeddedMesh:
         if self._kafka is None:
             raise MeshStartError("the mesh is not running")
         return self._kafka.bootstrap_servers
+
+    @property
+    def broker_pid(self) -> int | None:
+        """PID of the embedded broker's JVM (None on an external broker)."""
+        return None if self._kafka is None else self._kafka.pid
+
+    @property
+    def broker_restarts(self) -> int:
+        return self._broker_recovery.restarts
 
     @property
     def serving_url(self) -> str:
@@ -141,9 +219,11 @@ class EmbeddedMesh:
 
     def start(self) -> None:
         """Broker first, then every service instance at once; returns when all are healthy."""
+        self._check_ports_free()
+        self._stopping.clear()
         if not self._external_bootstrap:
-            self._kafka = EmbeddedKafka(ensure_kafka_jars(), self.work_dir / "kafka")
-            self._kafka.start()
+            self._kafka = self._start_broker()
+            self.kafka_port = self._kafka.port
         try:
             for spec in SERVICES:
                 for instance in range(1, self.instances.get(spec.name, 0) + 1):
@@ -152,25 +232,135 @@ class EmbeddedMesh:
         except BaseException:
             self.stop()
             raise
+        remember_ports(self.work_dir, MeshPorts(serving=self.serving_port, kafka=self.kafka_port))
+        if self.supervise:
+            self._supervisor = threading.Thread(
+                target=self._supervise, name="mesh-supervisor", daemon=True
+            )
+            self._supervisor.start()
 
     def add_instance(self, service: str) -> RunningService:
         """Start one more instance of `service` (scaling out by consumer group)."""
         spec = next(s for s in SERVICES if s.name == service)
-        running = self._launch(spec, 1 + sum(1 for s in self.services if s.spec == spec))
-        self.services.append(running)
+        with self._lock:
+            running = self._launch(spec, 1 + sum(1 for s in self.services if s.spec == spec))
+            self.services.append(running)
         self._wait_until_healthy([running])
         return running
 
+    def service(self, name: str, instance: int = 1) -> RunningService:
+        """The running record of `name`'s `instance` (it is replaced when restarted)."""
+        with self._lock:
+            return next(s for s in self.services if s.spec.name == name and s.instance == instance)
+
     def stop(self) -> None:
         """SIGTERM every service (they drain and commit), then stop the broker."""
-        for service in self.services:
+        self._stopping.set()
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join()
+        with self._lock:
+            services, self.services = self.services, []
+        for service in services:
             service.process.signal_stop()
-        for service in self.services:
+        for service in services:
             service.process.stop(self.stop_timeout)
-        self.services = []
         if self._kafka is not None:
             self._kafka.stop()
             self._kafka = None
+
+    # -- supervision ----------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        """Until `stop()`: restart what crashed, after its backoff, and report it."""
+        while not self._stopping.wait(0.25):
+            try:
+                self._look_after_broker()
+                with self._lock:
+                    services = list(self.services)
+                for service in services:
+                    self._look_after(service)
+            except Exception:  # noqa: BLE001 - logged; the loop goes on
+                # The supervisor must outlive any one failed restart; it tries again.
+                _log.exception("mesh supervisor: a restart failed")
+
+    def _look_after_broker(self) -> None:
+        kafka = self._kafka
+        if kafka is None or kafka.is_running:
+            return
+        recovery, now = self._broker_recovery, time.monotonic()
+        if recovery.restart_at is None:
+            delay = recovery.crashed(now, self.restart_backoff)
+            self.report(
+                f"Kafka broker exited (code {kafka.wait(0)}); restarting it on port "
+                f"{self.kafka_port} in {delay:.1f} s (see {kafka.server_log}); "
+                "the services keep running and reconnect"
+            )
+        if now < (recovery.restart_at or now) or self._stopping.is_set():
+            return
+        kafka.stop()  # reaps what is left of the old JVM; idempotent
+        try:
+            self._kafka = self._start_broker()
+        except EmbeddedKafkaError as error:
+            delay = recovery.crashed(time.monotonic(), self.restart_backoff)
+            self.report(f"Kafka broker did not restart ({error}); trying again in {delay:.1f} s")
+            return
+        recovery.restarted(time.monotonic())
+        self.report(
+            f"Kafka broker is back at {self.bootstrap_servers} "
+            f"(restart {recovery.restarts}, down {self._down_for(recovery):.1f} s)"
+        )
+
+    def _look_after(self, service: RunningService) -> None:
+        recovery, now = service.recovery, time.monotonic()
+        if service.process.is_running:
+            expected = 200 if service.spec.name == SERVING else 204
+            if recovery.awaiting_health and _answers(service.health_url, expected):
+                recovery.awaiting_health = False
+                self.report(
+                    f"{service.label} is back (restart {recovery.restarts}, "
+                    f"down {self._down_for(recovery):.1f} s)"
+                )
+            return
+        if recovery.restart_at is None:
+            delay = recovery.crashed(now, self.restart_backoff)
+            self.report(
+                f"{service.label} exited (code {service.process.wait(0)}); restarting it "
+                f"in {delay:.1f} s; see {service.log_path}"
+            )
+        if now < (recovery.restart_at or now) or self._stopping.is_set():
+            return
+        service.process.stop(self.stop_timeout)  # reap it; idempotent
+        with self._lock:
+            if self._stopping.is_set() or service not in self.services:
+                return
+            restarted = self._launch(
+                service.spec, service.instance, health_port=service.health_port
+            )
+            restarted.recovery = recovery
+            recovery.restarted(time.monotonic())
+            self.services[self.services.index(service)] = restarted
+
+    @staticmethod
+    def _down_for(recovery: Recovery) -> float:
+        return time.monotonic() - (recovery.down_since or time.monotonic())
+
+    def _start_broker(self) -> EmbeddedKafka:
+        kafka = EmbeddedKafka(ensure_kafka_jars(), self.work_dir / "kafka", port=self.kafka_port)
+        kafka.start()
+        return kafka
+
+    def _check_ports_free(self) -> None:
+        """Fail before anything starts when a port clients expect is taken."""
+        wanted = [("serving", self.serving_port, "--serving-port")]
+        if not self._external_bootstrap and self.kafka_port is not None:
+            wanted.append(("Kafka", self.kafka_port, "--kafka-port"))
+        for what, port, option in wanted:
+            if not port_is_free(port):
+                raise MeshStartError(
+                    f"the {what} port {port} (given, or kept in {self.work_dir}/ports.json "
+                    f"from the last start) is in use; stop what holds it or pass {option}"
+                )
 
     def environment(self, spec: ServiceSpec, instance: int, health_port: int) -> dict[str, str]:
         """What a service process is told: mesh settings, OTel and library switches."""
@@ -204,8 +394,10 @@ class EmbeddedMesh:
             env["OTEL_BSP_SCHEDULE_DELAY"] = "500"
         return env | self.extra_env
 
-    def _launch(self, spec: ServiceSpec, instance: int) -> RunningService:
-        health_port = free_port()
+    def _launch(
+        self, spec: ServiceSpec, instance: int, *, health_port: int | None = None
+    ) -> RunningService:
+        health_port = health_port or free_port()
         log_path = self.log_dir / f"{spec.name}-{instance}.log"
         process = ManagedProcess(
             f"{spec.name}-{instance}",
@@ -221,7 +413,7 @@ class EmbeddedMesh:
             if spec.name == SERVING
             else f"http://127.0.0.1:{health_port}/health"
         )
-        return RunningService(spec, instance, process, health_url, log_path)
+        return RunningService(spec, instance, process, health_url, log_path, health_port)
 
     def _wait_until_healthy(self, services: list[RunningService] | None = None) -> None:
         waiting = list(services if services is not None else self.services)

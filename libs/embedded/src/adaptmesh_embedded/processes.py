@@ -3,6 +3,8 @@
 Used for the Kafka JVM and for the mesh's service processes. Each child gets its own session
 (so a terminal's Ctrl-C reaches only the supervisor, which then stops children in order, and a
 stop can signal the child's whole process group) and a kernel-enforced parent-death signal.
+Whatever the child started in its session (local Ray's daemons and workers, for training) is
+killed once the child is gone, however it went: nothing is re-parented to init and left running.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -53,6 +56,51 @@ def parent_death_signal(parent_pid: int) -> Callable[[], None] | None:
             os._exit(1)
 
     return arm
+
+
+def session_members(session_id: int) -> set[int]:
+    """PIDs of the processes in session (or process group) `session_id`, read from /proc.
+
+    A child started with its own session leads it: its descendants stay in that session (and,
+    unless they move, in its process group) after the child dies and they are re-parented.
+    """
+    members: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        # Fields after the command name, which is in parentheses and may hold anything.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if session_id in (int(fields[2]), int(fields[3])):  # pgrp, session
+            members.add(int(entry.name))
+    return members
+
+
+def kill_session(session_id: int, *, rounds: int = 20) -> int:
+    """SIGKILL every process left in the session the child `session_id` led; how many.
+
+    Called only after the leader was reaped: the kernel does not hand out a PID that is still
+    some live process's session or group id, so nothing outside the session can be hit.
+    Repeated a few times because a dying parent may still have forked a child.
+    """
+    killed: set[int] = set()
+    if not sys.platform.startswith("linux"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(session_id, signal.SIGKILL)
+        return 0
+    for _ in range(rounds):
+        members = session_members(session_id) - {os.getpid()}
+        if not members:
+            break
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed |= members
+        time.sleep(0.05)
+    return len(killed)
 
 
 class ManagedProcess:
@@ -119,6 +167,16 @@ class ManagedProcess:
             launched.set()
             try:
                 process.wait()
+                leftovers = kill_session(process.pid)
+                if leftovers:
+                    _log.warning(
+                        "%s (pid %d) exited with code %s and left %d process(es) of its "
+                        "session running; killed them",
+                        self.name,
+                        process.pid,
+                        process.returncode,
+                        leftovers,
+                    )
             finally:
                 exited.set()
 
