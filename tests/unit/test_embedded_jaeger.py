@@ -79,7 +79,7 @@ def test_a_given_binary_is_used_as_it_is_and_must_be_executable(
 
 
 def test_services_are_read_from_the_spans_processes() -> None:
-    trace = {
+    trace: dict[str, object] = {
         "data": [
             {
                 "traceID": "ab",
