@@ -72,6 +72,23 @@ def test_lineage_names_dataset_recipe_base_model_parent_code_and_chain() -> None
     assert lineage.library_versions["adaptmesh"] == "0.1.0+git.abc"
     assert lineage.init == "base"
     assert lineage.parent_artifact is None
+    assert lineage.residency is None
+    resident = snapshot.model_copy(
+        update={"recipe": snapshot.recipe.model_copy(update={"residency": "eu"})}
+    )
+    assert (
+        build_lineage(
+            request=request,
+            snapshot=resident,
+            trained=trained(),
+            parent_version=None,
+            parent_artifact=None,
+            base_sha256="ee" * 32,
+            correlation_id="change-1",
+            code="0.1.0+git.abc",
+        ).residency
+        == "eu"
+    )
 
 
 def test_code_version_is_the_installed_version_with_the_commit_of_this_checkout() -> None:

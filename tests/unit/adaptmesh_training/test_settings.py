@@ -33,3 +33,14 @@ def test_a_mistyped_training_variable_is_rejected(monkeypatch: pytest.MonkeyPatc
 def test_zero_workers_is_invalid() -> None:
     with pytest.raises(ValidationError):
         TrainingSettings(training_workers=0)
+
+
+def test_the_residencies_the_local_node_offers_are_a_comma_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert TrainingSettings().training_residencies == ()
+    monkeypatch.setenv("MESH_TRAINING_RESIDENCIES", "eu, us-east")
+    assert TrainingSettings().training_residencies == ("eu", "us-east")
+    monkeypatch.setenv("MESH_TRAINING_RESIDENCIES", "EU")
+    with pytest.raises(ValidationError, match="not a residency tag"):
+        TrainingSettings()

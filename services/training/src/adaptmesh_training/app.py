@@ -26,7 +26,10 @@ class TrainingApp(MeshApp):
         self.runs = RunLedger(state / RUNS_FILE if state else None)
         self.knowledge = TrainingLedger()
         self.workers = WorkerGroup(
-            settings.training_workers, settings.cpus_per_worker(), self.artifacts.root_uri
+            settings.training_workers,
+            settings.cpus_per_worker(),
+            self.artifacts.default_root_uri,
+            self.artifacts.residency_roots,
         )
         self.runner = RunRunner(
             self,
@@ -52,4 +55,7 @@ class TrainingApp(MeshApp):
 def build_app(settings: TrainingSettings, *, cluster: RayCluster | None = None) -> TrainingApp:
     """The training service. Pass `cluster` to share one Ray connection between several
     instances in a process (tests)."""
-    return TrainingApp(settings, cluster or RayCluster(settings.training_num_cpus))
+    return TrainingApp(
+        settings,
+        cluster or RayCluster(settings.training_num_cpus, settings.training_residencies),
+    )

@@ -18,6 +18,7 @@ from adaptmesh_ml import (
     TrainingCancelledError,
     UnsupportedArchitectureError,
 )
+from adaptmesh_training.ray_cluster import ResidencyUnavailableError
 
 # Events stay small: the full traceback is in the service's log.
 MAX_ERROR_CHARS = 2000
@@ -64,10 +65,12 @@ def _retryable(error: BaseException) -> bool:
         | ValidationError
         | UnsupportedArchitectureError
         | TrainingCancelledError
+        | ResidencyUnavailableError
         | ValueError,
     ):
         # Damaged or mismatched inputs (a checkpoint or champion failing its digest among
-        # them), an architecture without known LoRA targets, a superseded run, bad data.
+        # them), an architecture without known LoRA targets, a superseded run, bad data; a
+        # residency no node offers (until the cluster's nodes change, asking again fails too).
         return False
     # Ray's own failures (a dead actor, a lost object, a killed worker) and the machine's
     # (disk, network) are about circumstances, not about the request.

@@ -103,4 +103,5 @@ def build_lineage(
         parent_adapter_sha256=trained.parent_adapter_sha256,
         head_mapping=trained.head_mapping,
         taxonomy_step_id=history[-1].step_id if history else None,
+        residency=snapshot.recipe.residency,
     )

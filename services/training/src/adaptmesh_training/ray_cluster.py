@@ -3,6 +3,11 @@
 Local by default (a Ray runtime started by the service and stopped with it, every listening
 socket of it on 127.0.0.1); with `RAY_ADDRESS` set, the service joins that cluster instead and
 leaves it running when it stops.
+
+Data residency: a node offers a residency as the custom resource `residency:<tag>` (the local
+Ray offers `MESH_TRAINING_RESIDENCIES`; a cluster's nodes are started with `ray start
+--resources='{"residency:eu": 1}'`). A run of a domain with a residency asks for that resource,
+and fails at once when no node of the cluster offers it rather than waiting for one forever.
 """
 
 from __future__ import annotations
@@ -22,6 +27,41 @@ log = logging.getLogger(__name__)
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 SHUTDOWN_TIMEOUT_SECONDS = 60.0
 LOOPBACK = "127.0.0.1"
+RESIDENCY_RESOURCE_PREFIX = "residency:"
+RESIDENCY_SHARE = 0.01
+"""What one worker asks of its node's residency resource: the resource is a label, so a node
+offering 1 (as `ray start --resources` would) hosts up to 100 workers of that residency."""
+
+
+class ResidencyUnavailableError(RuntimeError):
+    """No node of the Ray cluster offers the residency a run must be trained in."""
+
+
+def residency_resource(residency: str) -> str:
+    """The Ray custom resource a node carries when it may train a residency's domains."""
+    return RESIDENCY_RESOURCE_PREFIX + residency
+
+
+def require_residency(residency: str) -> None:
+    """Raise `ResidencyUnavailableError` unless some node of the (started) cluster offers
+    `residency`. Asked before a run is scheduled: an actor asking for a resource no node has
+    would wait for such a node forever."""
+    resource = residency_resource(residency)
+    offered: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    if offered.get(resource, 0) > 0:
+        return
+    residencies = sorted(
+        name.removeprefix(RESIDENCY_RESOURCE_PREFIX)
+        for name in offered
+        if name.startswith(RESIDENCY_RESOURCE_PREFIX)
+    )
+    raise ResidencyUnavailableError(
+        f"no Ray node offers residency {residency!r} (custom resource {resource!r}; the "
+        f"cluster's nodes offer residencies: {', '.join(residencies) or 'none'}); the run "
+        f"was not scheduled. Start a node with it (local Ray: MESH_TRAINING_RESIDENCIES="
+        f"{residency}; a cluster node: ray start --resources='{{\"{resource}\": 1}}') and "
+        "send the request again"
+    )
 
 
 class RayCluster:
@@ -34,8 +74,10 @@ class RayCluster:
     and being off the event loop keeps the seconds `ray.init` costs from stalling Kafka.
     """
 
-    def __init__(self, num_cpus: int | None = None) -> None:
+    def __init__(self, num_cpus: int | None = None, residencies: tuple[str, ...] = ()) -> None:
+        """`residencies`: what a local Ray offers (ignored when joining a cluster)."""
         self._num_cpus = num_cpus
+        self._residencies = residencies
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._ready: Future[bool] = Future()
@@ -99,7 +141,7 @@ class RayCluster:
     def _init(self) -> None:
         started = time.perf_counter()
         if self.address is None:
-            start_local_ray(self._num_cpus)
+            start_local_ray(self._num_cpus, self._residencies)
         else:
             # A cluster's resources and dashboard are its operator's business.
             ray.init(address=self.address, log_to_driver=False, ignore_reinit_error=True)
@@ -112,7 +154,7 @@ class RayCluster:
         )
 
 
-def start_local_ray(num_cpus: int | None) -> None:
+def start_local_ray(num_cpus: int | None, residencies: tuple[str, ...] = ()) -> None:
     """`ray.init` a single-node Ray whose every listening socket is on 127.0.0.1.
 
     Ray's servers (GCS, raylet, object manager, core workers, runtime-env agent) bind 127.0.0.1
@@ -122,12 +164,14 @@ def start_local_ray(num_cpus: int | None) -> None:
     off for the duration of the start: the node then is 127.0.0.1, and every process Ray starts
     is handed that address on its command line. No other node can join such a Ray, which is the
     point. The dashboard (an HTTP server that nothing here uses) is not started at all.
+    The node carries one `residency:<tag>` resource per residency it offers.
     """
     clusters_enabled = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         ray.init(
             num_cpus=num_cpus,
+            resources={residency_resource(residency): 1.0 for residency in residencies},
             include_dashboard=False,
             dashboard_host=LOOPBACK,
             _node_ip_address=LOOPBACK,

@@ -6,7 +6,9 @@ so that a run never holds a Kafka record. For each open run, in order:
 1. A `saved` run (the service stopped between storing and announcing) is announced.
 2. A queued run is skipped when it is stale — its dataset is a strict ancestor of one already
    trained for the domain, or a later open request of the domain descends from it.
-3. The base model must resolve (else `training.failed`, not retryable).
+3. The base model must resolve, and the domain's residency (if any) must have an artifact root
+   and a Ray node offering it (else `training.failed`, not retryable: it is checked before
+   scheduling, so the run never waits for a node that does not exist).
 4. `training.started` once (its event id is fixed by the run id), then the warm workers train;
    rank 0's progress is published as `training.progress` and each checkpoint recorded in the
    ledger as it is written. A newer request for the domain cancels the run in flight.
@@ -47,7 +49,7 @@ from adaptmesh_training.failures import (
 )
 from adaptmesh_training.ledger import TrainingLedger
 from adaptmesh_training.lineage import build_lineage, code_version, model_version_for
-from adaptmesh_training.ray_cluster import RayCluster
+from adaptmesh_training.ray_cluster import RayCluster, require_residency
 from adaptmesh_training.run_events import (
     failed_event,
     progress_event,
@@ -121,15 +123,22 @@ class RunRunner:
             except Exception:
                 log.warning("could not preload base model %s", spec.model_id, exc_info=True)
 
-    async def _workers_ready(self) -> None:
+    async def _workers_ready(self, residency: str | None) -> None:
         if self._warm is not None:
             try:
                 await self._warm
             except Exception:
                 log.warning("warming up the workers failed", exc_info=True)
         await self._cluster.ready()
-        if not self._workers.started:
-            await asyncio.to_thread(self._workers.start)
+        await asyncio.to_thread(self._workers.place, residency)
+
+    async def _require_residency(self, residency: str | None) -> None:
+        """A domain with a residency needs an artifact root for it (`ResidencyError`) and a
+        Ray node offering it (`ResidencyUnavailableError`)."""
+        self._store.for_residency(residency)
+        if residency is not None:
+            await self._cluster.ready()
+            await asyncio.to_thread(require_residency, residency)
 
     async def stop(self) -> None:
         """Stop taking runs. A run in flight is abandoned, not failed: it stays `running` with
@@ -208,6 +217,7 @@ class RunRunner:
                 return
         try:
             await asyncio.to_thread(resolve_base_model, snapshot.base_model)
+            await self._require_residency(snapshot.recipe.residency)
         except Exception as error:  # noqa: BLE001  (reported as training.failed)
             await self._fail(record, error)
             return
@@ -240,7 +250,7 @@ class RunRunner:
         return record
 
     async def _train(self, record: RunRecord, snapshot: DatasetSnapshot) -> None:
-        await self._workers_ready()
+        await self._workers_ready(snapshot.recipe.residency)
         while True:
             record = self._runs.update(record.model_copy(update={"attempts": record.attempts + 1}))
             if record.attempts > self._settings.training_max_failures + 1:
@@ -311,7 +321,7 @@ class RunRunner:
         )
         artifact, _ = await asyncio.to_thread(
             save_model,
-            self._store,
+            self._store.for_residency(snapshot.recipe.residency),
             trained,
             domain=record.domain,
             model_version=model_version,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from adaptmesh_kit import MeshSettings
+from adaptmesh_schemas.values import RESIDENCY_PATTERN
 
 
 class TrainingSettings(MeshSettings):
@@ -54,6 +58,30 @@ class TrainingSettings(MeshSettings):
         description="CPUs (and so torch threads) each training worker takes; unset: this "
         "machine's cores shared evenly between the workers.",
     )
+
+    # NoDecode: written `eu,us`, not as JSON.
+    training_residencies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Residencies the local Ray node offers, comma-separated (`eu,us`): a run "
+        "of a domain with a residency trains only on a node carrying the Ray custom resource "
+        "`residency:<tag>`, and fails at once when none does. Ignored when joining a cluster "
+        "through RAY_ADDRESS (its nodes say what they offer).",
+    )
+
+    @field_validator("training_residencies", mode="before")
+    @classmethod
+    def _split_residencies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("training_residencies")
+    @classmethod
+    def _check_residencies(cls, residencies: tuple[str, ...]) -> tuple[str, ...]:
+        for residency in residencies:
+            if not re.fullmatch(RESIDENCY_PATTERN, residency):
+                raise ValueError(f"{residency!r} is not a residency tag (e.g. eu, us-east)")
+        return residencies
 
     def cpus_per_worker(self) -> int:
         if self.training_cpus_per_worker is not None:

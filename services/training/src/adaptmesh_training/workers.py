@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adaptmesh_ml import TrainedModel
 from adaptmesh_schemas.documents import ModelManifest
 from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec
+from adaptmesh_training.ray_cluster import RESIDENCY_SHARE, residency_resource
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,16 @@ class RunControl:
 class TrainingWorker:
     """One rank of the warm worker group. Methods run one at a time (a plain actor)."""
 
-    def __init__(self, rank: int, world_size: int, threads: int, store_root: str) -> None:
+    def __init__(
+        self,
+        rank: int,
+        world_size: int,
+        threads: int,
+        store_root: str,
+        *,
+        residency_roots: dict[str, str],
+        residency: str | None,
+    ) -> None:
         import torch  # noqa: PLC0415  (imported in the worker process, once)
 
         from adaptmesh_kit import ArtifactStore  # noqa: PLC0415
@@ -114,7 +124,11 @@ class TrainingWorker:
         torch.set_num_threads(threads)
         self._rank = rank
         self._world_size = world_size
-        self._store = ArtifactStore(store_root)
+        # Reads datasets and parents from any configured root; writes checkpoints under the
+        # residency's root only.
+        self._store = ArtifactStore(store_root, residency_roots=residency_roots).for_residency(
+            residency
+        )
         self._bases = BaseModelCache()
 
     def pid(self) -> int:
@@ -209,10 +223,19 @@ class TrainingWorker:
 class WorkerGroup:
     """The driver's handle on the warm workers. Start once; `run` many times."""
 
-    def __init__(self, workers: int, threads_per_worker: int, store_root: str) -> None:
+    def __init__(
+        self,
+        workers: int,
+        threads_per_worker: int,
+        store_root: str,
+        residency_roots: dict[str, str] | None = None,
+    ) -> None:
         self.workers = workers
         self._threads = threads_per_worker
         self._store_root = store_root
+        self._residency_roots = dict(residency_roots or {})
+        self.residency: str | None = None
+        """The residency the workers were placed for (None: any node)."""
         self._actors: list[Any] = []
         self._pids: list[int] = []
         self._control: Any = None
@@ -221,13 +244,23 @@ class WorkerGroup:
     def started(self) -> bool:
         return bool(self._actors)
 
-    def start(self) -> None:
-        """Create the actors and their process group (blocking; call it off the event loop)."""
+    def start(self, residency: str | None = None) -> None:
+        """Create the actors and their process group (blocking; call it off the event loop),
+        on nodes offering `residency` when one is given (see `require_residency` first)."""
+        self.residency = residency
+        resources = {residency_resource(residency): RESIDENCY_SHARE} if residency else {}
         self._control = RunControl.options(num_cpus=0).remote()  # type: ignore[attr-defined]
         self._actors = [
             TrainingWorker.options(  # type: ignore[attr-defined]
-                num_cpus=self._threads, max_restarts=0
-            ).remote(rank, self.workers, self._threads, self._store_root)
+                num_cpus=self._threads, max_restarts=0, resources=resources
+            ).remote(
+                rank,
+                self.workers,
+                self._threads,
+                self._store_root,
+                residency_roots=self._residency_roots,
+                residency=residency,
+            )
             for rank in range(self.workers)
         ]
         # Asked now: a busy actor answers only after the run in hand.
@@ -243,7 +276,15 @@ class WorkerGroup:
     def restart(self) -> None:
         """Replace every actor (a lost rank leaves the process group unusable)."""
         self.stop()
-        self.start()
+        self.start(self.residency)
+
+    def place(self, residency: str | None) -> None:
+        """Have the workers on nodes offering `residency` (and writing under its root): the
+        warm workers are replaced when they were placed for another one."""
+        if self.started and self.residency == residency:
+            return
+        self.stop()
+        self.start(residency)
 
     def stop(self) -> None:
         for actor in [*self._actors, self._control]:
