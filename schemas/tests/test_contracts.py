@@ -78,6 +78,12 @@ def test_event_without_cause_starts_its_own_chain() -> None:
             "invalid-envelope",
             "content-type",
         ),
+        # Kafka allows a header without a value (found by fuzzing: it raised AttributeError).
+        (
+            lambda h: [(k, None if k == "ce_id" else v) for k, v in h],
+            "invalid-header",
+            "no value",
+        ),
     ],
 )
 def test_bad_envelopes_say_what_is_wrong(mutate: Any, code: str, fragment: str) -> None:
@@ -97,6 +103,10 @@ def test_bad_envelopes_say_what_is_wrong(mutate: Any, code: str, fragment: str) 
         (b'{"domain": "Fin News!", "batch_id": "b1", "examples": []}', "schema-violation"),
         (b"\xff\xfe", "invalid-json"),
         (b"", "invalid-json"),
+        # Nested deeper than the parser's recursion allows (found by fuzzing: it raised
+        # RecursionError, which no consumer caught).
+        (b'{"domain": "fin-news", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "invalid-json"),
+        (b'{"domain": "fin-news", "x": ' + b'{"a":' * 5000 + b"1" + b"}" * 5001, "invalid-json"),
     ],
 )
 def test_bad_bodies_are_refused_with_a_code(body: bytes, code: str) -> None:

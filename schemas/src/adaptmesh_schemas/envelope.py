@@ -25,7 +25,7 @@ from adaptmesh_schemas.versioning import (
 
 CONTENT_TYPE = "application/json"
 SPEC_VERSION = "1.0"
-KafkaHeaders = Sequence[tuple[str, bytes]]
+KafkaHeaders = Sequence[tuple[str, bytes | None]]
 
 
 class Envelope(BaseModel):
@@ -102,6 +102,8 @@ def _header_text(headers: KafkaHeaders) -> dict[str, str]:
     for key, raw in headers:
         if not (key.startswith("ce_") or key == "content-type"):
             continue
+        if raw is None:  # Kafka allows a header without a value
+            raise DecodeError("invalid-header", f"header {key!r} has no value")
         try:
             texts[key] = raw.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -170,6 +172,9 @@ def decode_event(envelope: Envelope, body: bytes | None) -> MeshEvent:
         raise DecodeError("invalid-json", "the body is not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise DecodeError("invalid-json", f"the body is not JSON: {error}") from None
+    except RecursionError:
+        # The parser recurses per level; a body nested thousands deep exhausts the stack.
+        raise DecodeError("invalid-json", "the body is nested too deeply to parse") from None
     if not isinstance(data, dict):
         raise DecodeError(
             "schema-violation", f"the body is a JSON {type(data).__name__}, not an object"
