@@ -18,17 +18,20 @@ from faststream.kafka.message import FAKE_CONSUMER, KafkaMessage
 async def tolerant_parser(
     record: ConsumerRecord[Any, Any], original: Callable[..., Awaitable[Any]]
 ) -> Any:
-    """FastStream's parser, minus its crash on non-UTF-8 headers (faststream#2458).
+    """FastStream's parser, minus its crash on non-UTF-8 headers (faststream#2458) and on
+    headers without a value (Kafka allows a null one; FastStream decodes every value).
 
-    The parser then sees text copies (undecodable bytes replaced); the message keeps the
-    original record, whose exact bytes the dead letter preserves.
+    The parser then sees text copies (undecodable bytes replaced, no value as empty); the
+    message keeps the original record, whose exact bytes the dead letter preserves.
     """
     try:
-        return await original(record)
+        if all(raw is not None for _, raw in record.headers):
+            return await original(record)
     except UnicodeDecodeError:
-        message = await original(_readable(record))
-        message.raw_message = record
-        return message
+        pass
+    message = await original(_readable(record))
+    message.raw_message = record
+    return message
 
 
 async def batch_message(
@@ -59,9 +62,9 @@ async def raw_decoder(message: KafkaMessage, original: Callable[..., Awaitable[A
 
 
 def header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
-    """The text of header `name`, or None when absent, empty or not UTF-8."""
+    """The text of header `name`, or None when absent, empty, without a value or not UTF-8."""
     for key, raw in record.headers:
-        if key == name:
+        if key == name and raw is not None:
             try:
                 return str(raw.decode("utf-8")) or None
             except UnicodeDecodeError:
