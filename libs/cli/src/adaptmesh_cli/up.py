@@ -12,7 +12,6 @@ from adaptmesh_embedded import EmbeddedMesh
 from adaptmesh_embedded.ports import PORTS_FILE
 from adaptmesh_schemas import Stream, topic_name
 
-
 DEFAULT_SERVING_PORT = 8080
 """Serving's port on a work directory's first start, when free (later starts keep theirs)."""
 
