@@ -43,9 +43,17 @@ def test_every_listener_is_on_loopback_at_the_chosen_ports() -> None:
     assert query["http"]["endpoint"] == "127.0.0.1:20001"
     receivers = config["receivers"]["otlp"]["protocols"]  # type: ignore[index]
     assert receivers["http"]["endpoint"] == "127.0.0.1:20004"
-    # Nothing else listens on a fixed port (internal metrics would take 8888).
+    # Nothing else listens on a fixed port (internal metrics would take 8888), and Jaeger does
+    # not trace itself to 127.0.0.1:4317.
     assert config["service"]["telemetry"]["metrics"] == {"level": "none"}  # type: ignore[index]
+    assert query["enable_tracing"] is False
+    assert "ui" not in query  # no assets given: Jaeger's placeholder page
     json.dumps(config)  # the config file is JSON, which Jaeger reads as YAML
+
+
+def test_the_ui_is_served_from_the_given_assets(tmp_path: Path) -> None:
+    query = jaeger_config(PORTS, tmp_path)["extensions"]["jaeger_query"]  # type: ignore[index]
+    assert query["ui"] == {"assets_path": str(tmp_path)}
 
 
 def test_the_binary_is_cached_per_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from adaptmesh_embedded.kafka import find_repo_root
 from adaptmesh_embedded.ports import free_port, port_is_free
 from adaptmesh_embedded.processes import ManagedProcess
 
@@ -40,6 +41,9 @@ JAEGER_BINARY_ENV = "MESH_EMBEDDED_JAEGER_BINARY"
 variables belong to this library: the services' settings leave them alone.)"""
 CACHE_DIR_ENV = "MESH_EMBEDDED_CACHE_DIR"
 """Where built tools are kept (default: `$XDG_CACHE_HOME/adaptmesh`, else ~/.cache/adaptmesh)."""
+UI_ASSETS_ENV = "MESH_EMBEDDED_JAEGER_UI"
+"""A directory of built Jaeger UI assets (default: the repository's `infra/jaeger-ui`)."""
+UI_ASSETS_DIR = Path("infra/jaeger-ui")
 BUILD_TIMEOUT_SECONDS = 1800.0
 NO_GO_ADVICE = (
     "to get traces another way, run any OTLP/HTTP collector yourself — Jaeger's container "
@@ -157,6 +161,19 @@ def _build_failure(command: list[str], binary: Path, what: str) -> str:
     )
 
 
+def ui_assets() -> Path | None:
+    """The built Jaeger UI to serve: the Go module carries only a placeholder page (Jaeger's
+    releases embed the UI, built with npm from jaeger-ui, at build time), so the repository
+    keeps a build of the matching jaeger-ui release (see infra/jaeger-ui/README.md)."""
+    configured = os.environ.get(UI_ASSETS_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    root = find_repo_root()
+    if root is not None and (root / UI_ASSETS_DIR / "index.html").is_file():
+        return root / UI_ASSETS_DIR
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class JaegerPorts:
     """`ui`: the UI and query API; `query_grpc`: the query gRPC API; OTLP over gRPC and HTTP."""
@@ -182,13 +199,24 @@ class JaegerPorts:
         )
 
 
-def jaeger_config(ports: JaegerPorts) -> dict[str, object]:
-    """The all-in-one setup with in-memory storage, every listener on loopback.
+def jaeger_config(ports: JaegerPorts, ui: Path | None = None) -> dict[str, object]:
+    """The all-in-one setup with in-memory storage, every listener on loopback, the UI from
+    `ui` (else Jaeger's placeholder page; the query API works either way).
 
-    JSON is YAML, so this goes to `--config` as it is. Internal telemetry is off: it would
-    otherwise listen on the fixed port 8888 and clash with a second Jaeger.
+    JSON is YAML, so this goes to `--config` as it is. Jaeger's own telemetry is off: its
+    metrics would listen on the fixed port 8888 (a second Jaeger would clash), and the query
+    service would trace itself to 127.0.0.1:4317 (itself, or nothing: then shutdown waits on
+    the exporter's retries).
     """
     storage = "memory_store"
+    query: dict[str, object] = {
+        "storage": {"traces": storage},
+        "http": {"endpoint": f"127.0.0.1:{ports.ui}"},
+        "grpc": {"endpoint": f"127.0.0.1:{ports.query_grpc}"},
+        "enable_tracing": False,
+    }
+    if ui is not None:
+        query["ui"] = {"assets_path": str(ui)}
     return {
         "service": {
             "extensions": ["jaeger_storage", "jaeger_query"],
@@ -203,11 +231,7 @@ def jaeger_config(ports: JaegerPorts) -> dict[str, object]:
         },
         "extensions": {
             "jaeger_storage": {"backends": {storage: {"memory": {"max_traces": 100_000}}}},
-            "jaeger_query": {
-                "storage": {"traces": storage},
-                "http": {"endpoint": f"127.0.0.1:{ports.ui}"},
-                "grpc": {"endpoint": f"127.0.0.1:{ports.query_grpc}"},
-            },
+            "jaeger_query": query,
         },
         "receivers": {
             "otlp": {
@@ -231,12 +255,15 @@ class EmbeddedJaeger:
         work_dir: Path,
         *,
         ports: JaegerPorts | None = None,
+        ui: Path | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
-        """`ports` default to Jaeger's usual ones where free (`JaegerPorts.usual`)."""
+        """`ports` default to Jaeger's usual ones where free (`JaegerPorts.usual`), `ui` to
+        the repository's build of the Jaeger UI (`ui_assets`)."""
         self.binary = binary
         self.work_dir = work_dir
         self.ports = ports or JaegerPorts.usual()
+        self.ui = ui or ui_assets()
         self.startup_timeout = startup_timeout
         self._process: ManagedProcess | None = None
 
@@ -276,7 +303,9 @@ class EmbeddedJaeger:
             raise JaegerError(f"Jaeger's port(s) {taken} are in use on 127.0.0.1")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         config = self.work_dir / "jaeger-config.yaml"
-        config.write_text(json.dumps(jaeger_config(self.ports), indent=2) + "\n", encoding="utf-8")
+        config.write_text(
+            json.dumps(jaeger_config(self.ports, self.ui), indent=2) + "\n", encoding="utf-8"
+        )
         process = ManagedProcess(
             "jaeger",
             [str(self.binary), "--config", str(config)],
