@@ -317,7 +317,10 @@ class DriftHandlers:
         sample = LabelingSample(
             domain=watch.domain, model_version=watch.model_version, items=tuple(items)
         )
-        return await asyncio.to_thread(self.app.artifacts.put_document, sample)
+        # Under the domain's residency root, as its dataset versions say.
+        latest = self.datasets.latest(watch.domain)
+        store = self.app.artifacts.for_residency(latest.residency if latest else None)
+        return await asyncio.to_thread(store.put_document, sample)
 
 
 def _all_readings(alarm: Alarm, watch: DomainWatch) -> list[Reading]:

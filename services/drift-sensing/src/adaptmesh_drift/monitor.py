@@ -42,6 +42,7 @@ class DatasetReference:
     dataset: ArtifactRef
     examples: int
     untrainable_because: str | None
+    residency: str | None = None
 
     @classmethod
     def of(cls, event: DatasetVersioned) -> DatasetReference:
@@ -53,6 +54,7 @@ class DatasetReference:
             dataset=event.artifact,
             examples=event.counts.train + event.counts.eval,
             untrainable_because=untrainable_because(event),
+            residency=event.residency,
         )
 
 

@@ -145,7 +145,8 @@ class Gate:
             policy=policy,
             champion_ready=champion,
         )
-        store = self._app.artifacts
+        # The domain's reports and profiles lie under its residency's root, as its data does.
+        store = self._app.artifacts.for_residency(snapshot.recipe.residency)
         # Written before anything is published: a failed write fails the handler (retried)
         # before any event went out, and no event ever names a document that is not there.
         report_ref = await asyncio.to_thread(store.put_document, report)
