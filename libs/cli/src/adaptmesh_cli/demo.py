@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from adaptmesh_embedded import EmbeddedKafka, ensure_kafka_jars
-from adaptmesh_kit import EventContext, MeshSettings, create_app
+from adaptmesh_kit import EventContext, MeshSettings, create_app, kafka_client_kwargs
 from adaptmesh_schemas import Envelope, Stream
 from adaptmesh_schemas.events import DeadLetterRecorded, RecipeChanged
 from adaptmesh_schemas.values import BaseModelSpec
@@ -92,7 +92,7 @@ async def _round_trip(bootstrap: str, work: Path, clock: Clock) -> None:
         in_trace = [s.name for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
         print(f"      trace {trace_id:032x}: {len(in_trace)} spans ({', '.join(sorted(in_trace))})")
 
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        producer = AIOKafkaProducer(**kafka_client_kwargs(settings))
         await producer.start()
         try:
             bad = await producer.send_and_wait(
@@ -104,7 +104,7 @@ async def _round_trip(bootstrap: str, work: Path, clock: Clock) -> None:
         finally:
             await producer.stop()
         clock.step(f"sent a malformed record (offset {bad.offset}) with plain aiokafka")
-        letter = await _first_dead_letter(bootstrap, listener.topic(Stream.DEADLETTER))
+        letter = await _first_dead_letter(settings, listener.topic(Stream.DEADLETTER))
         clock.step(f"dead letter: {letter.reason_code}: {letter.reason}")
         source = letter.source
         original = base64.b64decode(letter.original_value_b64 or "")
@@ -114,8 +114,10 @@ async def _round_trip(bootstrap: str, work: Path, clock: Clock) -> None:
         clock.step(f"the listener carried on: received recipe {event.recipe_version}")
 
 
-async def _first_dead_letter(bootstrap: str, topic: str) -> DeadLetterRecorded:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+async def _first_dead_letter(settings: MeshSettings, topic: str) -> DeadLetterRecorded:
+    consumer = AIOKafkaConsumer(
+        topic, **kafka_client_kwargs(settings), auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         record = await asyncio.wait_for(consumer.getone(), 60)

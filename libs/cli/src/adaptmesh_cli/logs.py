@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from adaptmesh_kit import MeshSettings
+from adaptmesh_kit import MeshSettings, kafka_client_kwargs
 from adaptmesh_kit.topic_ends import log_bounds
 from adaptmesh_schemas import (
     DecodeError,
@@ -34,12 +34,12 @@ async def read_topic(settings: MeshSettings, stream: Stream) -> list[tuple[Envel
     that do not decode were dead-lettered by their consumers and are left out.
     """
     topic = topic_name(stream, settings.topic_prefix)
-    bounds = await log_bounds(settings.kafka_bootstrap_servers, topic)
+    bounds = await log_bounds(settings, topic)
     ends = {TopicPartition(topic, p): end for p, (first, end) in bounds.items() if end > first}
     if not ends:
         return []
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_kwargs(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -16,7 +16,7 @@ from typing import TypeGuard
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from adaptmesh_kit import MeshSettings, create_app
+from adaptmesh_kit import MeshSettings, create_app, kafka_client_kwargs
 from adaptmesh_kit.topic_ends import log_bounds
 from adaptmesh_schemas import (
     DecodeError,
@@ -69,7 +69,7 @@ async def run_rollback(
     """Ask for the rollback; with `wait` > 0, report the gate's answer."""
     gate_topic = topic_name(Stream.GATE, settings.topic_prefix)
     # Where the answers start: taken before asking, so the answer cannot be missed.
-    bounds = await log_bounds(settings.kafka_bootstrap_servers, gate_topic) if wait > 0 else {}
+    bounds = await log_bounds(settings, gate_topic) if wait > 0 else {}
     async with create_app(settings, "cli") as app:
         envelope = await app.publish(request)
     target = request.to_version or "the previous model"
@@ -99,7 +99,7 @@ async def _answer(
     wait: float,
 ) -> RolledBack | RollbackRefused | None:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_kwargs(settings),
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer
 
-from adaptmesh_kit import MeshSettings
+from adaptmesh_kit import MeshSettings, kafka_client_kwargs
 from adaptmesh_schemas import DecodeError, MeshEvent, Stream, decode_event, read_envelope
 from adaptmesh_schemas.events import ModelLoaded, ModelLoadFailed, ModelReady, ReplicaStatus
 from adaptmesh_schemas.topics import topic_name
@@ -125,7 +125,7 @@ async def watch_rollout(settings: MeshSettings, *, say: Say = print) -> None:
     ]
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_kwargs(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -29,6 +29,14 @@ from types import FrameType, TracebackType
 from typing import Self
 
 from adaptmesh_embedded.processes import ManagedProcess
+from adaptmesh_embedded.security import (
+    ADMIN,
+    Acl,
+    KafkaCredentials,
+    SecuritySetupError,
+    create_acls_blocking,
+    prepare_credentials,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -177,8 +185,13 @@ class EmbeddedKafka:
         stop_timeout: float = 20.0,
         overrides: Mapping[str, str] | None = None,
         inherit_stdio: bool = False,
+        secure: bool = False,
     ) -> None:
         """Describe the broker; nothing runs until ``start()``.
+
+        ``secure`` serves clients over TLS with SCRAM-SHA-512 users and ACLs only (see
+        `security.py`); its CA, passwords and each principal's settings are kept in
+        ``<data_dir>/secure``, and the ACLs are created with `grant`.
 
         ``overrides`` are broker properties applied last, for the odd test that needs them.
         ``inherit_stdio`` sends the JVM's console (WARN and above) to this process's terminal
@@ -196,6 +209,8 @@ class EmbeddedKafka:
         self._log4j_config = log4j_config
         self._overrides = dict(overrides or {})
         self._inherit_stdio = inherit_stdio
+        self.secure = secure
+        self._credentials: KafkaCredentials | None = None
         self._port: int | None = None
         self._controller_port: int | None = None
         self._broker: ManagedProcess | None = None
@@ -217,6 +232,27 @@ class EmbeddedKafka:
     @property
     def port(self) -> int | None:
         return self._port
+
+    @property
+    def credentials(self) -> KafkaCredentials:
+        """The secure broker's CA and passwords (prepared by ``start()``)."""
+        if self._credentials is None:
+            raise EmbeddedKafkaError("not a secure broker, or not started yet")
+        return self._credentials
+
+    def client_environment(self, principal: str) -> dict[str, str]:
+        """The ``MESH_KAFKA_*`` settings a client connecting as `principal` needs.
+
+        On a broker that is not secure every principal connects alike, in plain text.
+        """
+        environment = {"MESH_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers}
+        if self.secure:
+            environment |= self.credentials.client_environment(principal)
+        return environment
+
+    def grant(self, acls: Sequence[Acl]) -> None:
+        """Create `acls` as the super user (`security.mesh_acls` gives the mesh's own)."""
+        create_acls_blocking(self.credentials.client_kwargs(ADMIN, self.bootstrap_servers), acls)
 
     @property
     def controller_port(self) -> int | None:
@@ -278,6 +314,8 @@ class EmbeddedKafka:
             log4j_config = self._resolve_log4j_config()
             self.kraft_dir.mkdir(parents=True, exist_ok=True)
             self.log_dir.mkdir(parents=True, exist_ok=True)
+            if self.secure:
+                self._credentials = self._prepare_credentials()
 
             auto_ports = self._fixed_port is None or self._fixed_controller_port is None
             attempts = _AUTO_PORT_ATTEMPTS if auto_ports else 1
@@ -378,11 +416,29 @@ class EmbeddedKafka:
             "share.coordinator.state.topic.min.isr": "1",
             "log.retention.check.interval.ms": "300000",
         }
+        if self._credentials is not None:
+            properties.update(self._credentials.broker_properties(broker, controller))
         properties.update(self._overrides)
         return properties
 
     def _write_properties(self) -> None:
+        # 0600: a secure broker's file holds its private key and the admin's password.
+        self.properties_file.touch(mode=0o600)
+        self.properties_file.chmod(0o600)
         self.properties_file.write_text(_properties_text(self._properties()), encoding="utf-8")
+
+    def _prepare_credentials(self) -> KafkaCredentials:
+        formatted = (self.kraft_dir / "meta.properties").is_file()
+        directory = self.data_dir / "secure"
+        if formatted and not (directory / "credentials.json").is_file():
+            raise EmbeddedKafkaError(
+                f"{self.data_dir} was formatted without --secure, so it has no SCRAM users; "
+                "start the secure broker on a fresh directory"
+            )
+        try:
+            return prepare_credentials(directory)
+        except SecuritySetupError as error:
+            raise EmbeddedKafkaError(str(error)) from error
 
     def _jvm_options(self, log4j_config: Path) -> list[str]:
         return [
@@ -409,6 +465,9 @@ class EmbeddedKafka:
             _new_cluster_id(),
             "--config",
             str(self.properties_file),
+            # SCRAM users must exist before the first client logs in: written with the
+            # cluster's first metadata, not created through a broker nobody can reach yet.
+            *(self._credentials.scram_arguments() if self._credentials else ()),
         ]
         result = subprocess.run(  # noqa: S603 - fixed argv, no shell
             command, capture_output=True, text=True, check=False, timeout=120

@@ -9,6 +9,7 @@ from adaptmesh_kit.artifacts import (
     ArtifactStore,
     ResidencyError,
 )
+from adaptmesh_kit.kafka_security import kafka_client_kwargs, kafka_security
 from adaptmesh_kit.settings import MeshSettings
 from adaptmesh_kit.telemetry import tracer_provider_from_env
 
@@ -24,6 +25,8 @@ __all__ = [
     "RejectedEvent",
     "ResidencyError",
     "create_app",
+    "kafka_client_kwargs",
+    "kafka_security",
     "provision_topics",
     "tracer_provider_from_env",
 ]

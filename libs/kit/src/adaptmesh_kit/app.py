@@ -75,6 +75,7 @@ from adaptmesh_kit.handling import (
     OutboxItem,
     RejectedEvent,
 )
+from adaptmesh_kit.kafka_security import kafka_client_kwargs, kafka_security
 from adaptmesh_kit.settings import MeshSettings
 from adaptmesh_kit.telemetry import tracer_provider_from_env
 from adaptmesh_kit.topic_ends import log_bounds
@@ -133,6 +134,7 @@ class MeshApp:
         self.artifacts = artifacts
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
+            security=kafka_security(settings),
             client_id=f"adaptmesh-{service}",
             # FastStream's Kafka telemetry for publishes and single records; batches get their
             # span from the kit (see _internal/tracing.py).
@@ -174,7 +176,7 @@ class MeshApp:
         self._started = False
         self._exactly_once = frozenset(exactly_once)
         self._producers = PartitionProducers(
-            settings.kafka_bootstrap_servers, self.consumer_group, f"adaptmesh-{service}"
+            kafka_client_kwargs(settings), self.consumer_group, f"adaptmesh-{service}"
         )
         if self._exactly_once:
             self._subscribe_exactly_once()
@@ -379,7 +381,7 @@ class MeshApp:
         if positions is None:
             raise ValueError(f"{stream} has no broadcast subscription in {self.service}")
         topic = self.topic(stream)
-        bounds = await log_bounds(self.settings.kafka_bootstrap_servers, topic)
+        bounds = await log_bounds(self.settings, topic)
         try:
             async with asyncio.timeout(within_seconds):
                 await positions.reach(bounds)

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from adaptmesh_schemas.values import RESIDENCY_PATTERN
@@ -49,6 +49,26 @@ class MeshSettings(BaseSettings):
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How every Kafka client of the process connects (see kafka_security.py).",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism of the SASL_* protocols."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM CA bundle the broker's certificate must chain to (SSL, SASL_SSL); "
+        "the system's trust store if unset.",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate, for brokers that require one."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM key of the client certificate, if not in its file."
     )
     topic_prefix: str = Field(
         default="",
@@ -144,6 +164,15 @@ class MeshSettings(BaseSettings):
         return roots
 
     @model_validator(mode="after")
+    def _check_kafka_security(self) -> MeshSettings:
+        # A half-configured client would only fail at its first connection, with an error
+        # that does not name the setting; say at start which variable is wrong.
+        problems = kafka_security_problems(self)
+        if problems:
+            raise ValueError("Kafka security settings: " + "; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _reject_unknown_environment(self) -> MeshSettings:
         known = {ENV_PREFIX + name.upper() for name in type(self).model_fields}
         unknown = sorted(
@@ -184,3 +213,36 @@ def parse_artifact_roots(text: str) -> dict[str, str]:
             raise ValueError(f"residency {residency!r} is given two artifact roots")
         roots[residency] = uri.strip()
     return roots
+
+
+def kafka_security_problems(settings: MeshSettings) -> list[str]:
+    """What is inconsistent in `settings`' Kafka security, one sentence per problem."""
+    protocol = settings.kafka_security_protocol
+    sasl = protocol.startswith("SASL_")
+    tls = protocol.endswith("SSL")
+    problems: list[str] = []
+    if sasl and not (settings.kafka_sasl_username and settings.kafka_sasl_password):
+        problems.append(
+            f"MESH_KAFKA_SECURITY_PROTOCOL={protocol} needs MESH_KAFKA_SASL_USERNAME and "
+            "MESH_KAFKA_SASL_PASSWORD"
+        )
+    if not sasl and (settings.kafka_sasl_username or settings.kafka_sasl_password):
+        problems.append(
+            f"MESH_KAFKA_SASL_USERNAME/PASSWORD are set but MESH_KAFKA_SECURITY_PROTOCOL="
+            f"{protocol} sends no credentials (use SASL_SSL)"
+        )
+    files = {
+        "MESH_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "MESH_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "MESH_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+    }
+    for name, path in files.items():
+        if path is None:
+            continue
+        if not tls:
+            problems.append(f"{name} is set but MESH_KAFKA_SECURITY_PROTOCOL={protocol} is not TLS")
+        elif not path.is_file():
+            problems.append(f"{name}={path} is not a file")
+    if settings.kafka_ssl_keyfile is not None and settings.kafka_ssl_certfile is None:
+        problems.append("MESH_KAFKA_SSL_KEYFILE needs MESH_KAFKA_SSL_CERTFILE")
+    return problems

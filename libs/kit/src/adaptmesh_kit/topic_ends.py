@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from adaptmesh_kit.kafka_security import kafka_client_kwargs
+from adaptmesh_kit.settings import MeshSettings
+
 # How far back from the stable end to look for the last readable record at first: a marker
 # follows every transaction, so the last record is usually one or two offsets back.
 _TAIL = 16
@@ -21,17 +24,21 @@ _FETCH_TIMEOUT_MS = 1000
 _MAX_FETCHES = 30
 
 
-async def log_bounds(bootstrap_servers: str, topic: str) -> dict[int, tuple[int, int]]:
+async def log_bounds(kafka: MeshSettings | str, topic: str) -> dict[int, tuple[int, int]]:
     """Per partition of `topic`: (offset of its first record, one past its last readable one).
 
-    A partition with nothing readable has both equal to its first offset.
+    A partition with nothing readable has both equal to its first offset. `kafka` is the
+    settings to connect with (their TLS and SASL included) or a PLAINTEXT bootstrap address.
     """
+    connection = (
+        {"bootstrap_servers": kafka} if isinstance(kafka, str) else kafka_client_kwargs(kafka)
+    )
     # Naming the topic makes start() wait for its metadata (the partition list) and, without a
     # group, assigns every partition (so the tail can be read by seeking); nothing is committed.
     # (Re-assigning an unsubscribed consumer instead made its stop() take a minute.)
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap_servers,
+        **connection,
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -77,7 +84,7 @@ async def _readable_end(
     return first
 
 
-async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
-    """One past the last readable record of each partition of `topic`."""
-    bounds = await log_bounds(bootstrap_servers, topic)
+async def end_offsets(kafka: MeshSettings | str, topic: str) -> dict[int, int]:
+    """One past the last readable record of each partition of `topic` (see `log_bounds`)."""
+    bounds = await log_bounds(kafka, topic)
     return {partition: end for partition, (_, end) in bounds.items()}

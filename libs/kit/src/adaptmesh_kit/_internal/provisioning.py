@@ -7,6 +7,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from adaptmesh_kit.kafka_security import kafka_client_kwargs
 from adaptmesh_kit.settings import MeshSettings
 from adaptmesh_schemas.topics import TOPIC_SPECS, Stream, topic_name
 
@@ -30,7 +31,7 @@ def topic_configs(stream: Stream, settings: MeshSettings) -> dict[str, str]:
 
 async def provision_topics(settings: MeshSettings) -> list[str]:
     """Create every missing mesh topic; returns the names created now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

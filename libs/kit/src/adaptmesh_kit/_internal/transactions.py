@@ -79,8 +79,11 @@ class PartitionProducers:
     handler never works on a record whose previous owner could still publish.
     """
 
-    def __init__(self, bootstrap_servers: str, consumer_group: str, client_id: str) -> None:
-        self._bootstrap_servers = bootstrap_servers
+    def __init__(
+        self, client_kwargs: Mapping[str, Any], consumer_group: str, client_id: str
+    ) -> None:
+        # `kafka_client_kwargs(settings)`: where the broker is and how to reach it securely.
+        self._client_kwargs = dict(client_kwargs)
         self._consumer_group = consumer_group
         self._client_id = client_id
         self._producers: dict[TopicPartition, asyncio.Task[AIOKafkaProducer]] = {}
@@ -125,7 +128,7 @@ class PartitionProducers:
 
     async def _start(self, tp: TopicPartition) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap_servers,
+            **self._client_kwargs,
             client_id=f"{self._client_id}-txn-{tp.partition}",
             transactional_id=transactional_id(self._consumer_group, tp.topic, tp.partition),
             transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
