@@ -35,7 +35,7 @@ from adaptmesh_cli.rollout import watch_rollout
 from adaptmesh_cli.scenario import run_scenario
 from adaptmesh_cli.status import add_status_command, run_status
 from adaptmesh_cli.up import run_up
-from adaptmesh_kit import MeshSettings, create_app
+from adaptmesh_kit import MeshSettings, create_app, kafka_client_kwargs
 from adaptmesh_schemas import (
     EVENT_TYPES,
     FLEET_DOMAIN,
@@ -95,7 +95,7 @@ async def watch(stream: Stream, settings: MeshSettings, *, from_beginning: bool)
     topic = topic_name(stream, settings.topic_prefix)
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_kwargs(settings),
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
     )

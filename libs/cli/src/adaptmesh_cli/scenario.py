@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 
 from adaptmesh_cli import reuters
 from adaptmesh_embedded import EmbeddedMesh
-from adaptmesh_kit import ArtifactStore, MeshSettings, create_app
+from adaptmesh_kit import ArtifactStore, MeshSettings, create_app, kafka_client_kwargs
 from adaptmesh_schemas import (
     DecodeError,
     MeshEvent,
@@ -152,13 +152,13 @@ def regulation_change(cases: Sequence[reuters.ReutersDoc]) -> RegulationChanged:
 class Watcher:
     """Follows the training, gate and model-ready topics and narrates them."""
 
-    def __init__(self, bootstrap: str, steps: Steps) -> None:
+    def __init__(self, settings: MeshSettings, steps: Steps) -> None:
         self.steps = steps
         self.consumer = AIOKafkaConsumer(
             topic_name(Stream.TRAINING),
             topic_name(Stream.GATE),
             topic_name(Stream.MODELS_READY),
-            bootstrap_servers=bootstrap,
+            **kafka_client_kwargs(settings),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )
@@ -259,7 +259,7 @@ async def scenario(mesh: EmbeddedMesh, steps: Steps) -> int:
     r8_probe = reuters.sample(reuters.load("r8", "test"), ("earn", "crude", "grain"), 1, seed=3)
     probes = [*cases, *r8_probe]
     async with (
-        Watcher(mesh.bootstrap_servers, steps) as watcher,
+        Watcher(settings, steps) as watcher,
         create_app(settings, "demo-user") as user,
         httpx.AsyncClient(base_url=mesh.serving_url, timeout=60) as client,
     ):
