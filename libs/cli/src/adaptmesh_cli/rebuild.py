@@ -336,7 +336,7 @@ def run_rebuild(
     if ref is None:
         say(f"error: no model.trained event for {domain}/{model_version} on the training topic")
         return EXIT_UNKNOWN_MODEL
-    store = ArtifactStore(settings.artifact_root)
+    store = ArtifactStore(settings.artifact_root, residency_roots=settings.artifact_roots)
     with contextlib.ExitStack() as stack:
         if scratch is None:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rebuild-")))

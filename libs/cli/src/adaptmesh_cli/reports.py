@@ -211,7 +211,7 @@ async def run_report(
         say(f"no gate decision about a model version or domain {target!r} on {topic}")
         return EXIT_NOT_FOUND
     envelope, event = found
-    store = ArtifactStore(settings.artifact_root)
+    store = ArtifactStore(settings.artifact_root, residency_roots=settings.artifact_roots)
     report: GateReport | None = None
     try:
         report = await asyncio.to_thread(store.get_document, event.report, GateReport)
