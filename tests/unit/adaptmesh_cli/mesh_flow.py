@@ -61,8 +61,9 @@ def ref(name: str, char: str) -> ArtifactRef:
 class Recorder:
     """Builds records as the services write them: envelopes with links, a traceparent."""
 
-    def __init__(self, prefix: str = "") -> None:
+    def __init__(self, prefix: str = "", start: datetime = T0) -> None:
         self.prefix = prefix
+        self.start = start
         self.records: list[MeshRecord] = []
         self.offsets: dict[str, int] = {}
 
@@ -83,7 +84,7 @@ class Recorder:
             correlation_id=correlation,
             causation_id=cause,
             event_id=event_id,
-        ).model_copy(update={"time": T0 + timedelta(minutes=minute)})
+        ).model_copy(update={"time": self.start + timedelta(minutes=minute)})
         topic = topic_name(event.stream, self.prefix)
         offset = self.offsets.get(topic, 0)
         self.offsets[topic] = offset + 1
@@ -124,9 +125,9 @@ def dataset(
     )
 
 
-def recorded_flow(prefix: str = "") -> list[MeshRecord]:
-    """The flow the module docstring tells, in log order."""
-    log = Recorder(prefix)
+def recorded_flow(prefix: str = "", start: datetime = T0) -> list[MeshRecord]:
+    """The flow the module docstring tells, in log order, beginning at `start`."""
+    log = Recorder(prefix, start)
     first = {"trace": TRACE_FIRST, "correlation": "batch-1"}
     log.add(
         RecipeChanged(domain=DOMAIN, recipe_version="r1", base_model=BASE, labels=("acq", "earn")),

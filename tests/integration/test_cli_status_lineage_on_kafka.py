@@ -1,0 +1,148 @@
+"""`adaptmesh status` and `adaptmesh lineage` on a real broker, output captured.
+
+The recorded flow of `tests/unit/adaptmesh_cli/mesh_flow.py` is published to a private topic
+set as the services write it (CloudEvents headers with causation and correlation ids, a W3C
+`traceparent`), each event to its stream's topic, keyed by domain: the CLI reads it back
+through the same consumer, decoding and views as against a running mesh. Two more things only a
+broker has: a promotion in a transaction that was aborted (a read_committed reader never sees
+it) and a consumer group with committed offsets, whose lag `status` reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from adaptmesh_cli.main import main
+from adaptmesh_kit import provision_topics
+from adaptmesh_schemas import Stream, encode_event, topic_name
+from adaptmesh_schemas.events import ModelReady
+from tests.meshtest import mesh_settings
+from tests.unit.adaptmesh_cli.mesh_flow import DOMAIN, OTHER, TRACE_FIRST, recorded_flow
+
+pytestmark = pytest.mark.kafka
+
+
+async def run_cli(*argv: str) -> int:
+    # main() runs its own event loop: off this one.
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def test_status_and_lineage_read_the_mesh_topics(
+    kafka_bootstrap: str,
+    unique_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    mesh = mesh_settings(kafka_bootstrap, unique_name, tmp_path)
+    for name, value in (
+        ("MESH_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap),
+        ("MESH_TOPIC_PREFIX", mesh.topic_prefix),
+        ("MESH_ARTIFACT_ROOT", mesh.artifact_root),
+    ):
+        monkeypatch.setenv(name, value)
+    await provision_topics(mesh)
+    # Twenty minutes ago, so the replica's heartbeat (a minute before the end) is still alive.
+    start = datetime.now(UTC) - timedelta(minutes=20)
+    records = recorded_flow(mesh.topic_prefix, start)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, transactional_id=f"status-test-{unique_name}"
+    )
+    await producer.start()
+    try:
+        async with producer.transaction():
+            for record in records:
+                headers = record.envelope.to_headers()
+                if record.trace_id is not None:
+                    span = f"00-{record.trace_id}-00f067aa0ba902b7-01"
+                    headers.append(("traceparent", span.encode()))
+                await producer.send(
+                    record.topic,
+                    encode_event(record.event),
+                    key=record.event.domain.encode(),
+                    headers=headers,
+                )
+        ready = next(r for r in records if isinstance(r.event, ModelReady))
+        ghost = ready.event.model_copy(update={"model_version": "m-ghost", "promotion": 9})
+        await producer.begin_transaction()
+        await producer.send_and_wait(
+            ready.topic,
+            encode_event(ghost),
+            key=DOMAIN.encode(),
+            headers=ready.envelope.model_copy(update={"id": "ghost"}).to_headers(),
+        )
+        await producer.abort_transaction()
+    finally:
+        await producer.stop()
+
+    # A consumer group that has read one record of the training topic: the rest is its lag.
+    training = topic_name(Stream.TRAINING, mesh.topic_prefix)
+    group = f"adaptmesh.status-test-{unique_name}"
+    consumer = AIOKafkaConsumer(
+        training, bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer.commit({TopicPartition(training, 0): 1})
+    finally:
+        await consumer.stop()
+    on_training = sum(r.topic == training for r in records)
+    capsys.readouterr()
+
+    assert await run_cli("status") == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("adaptmesh status at ")
+    with capsys.disabled():
+        print(out)  # shown with -s: what an operator sees
+    [fin] = [line for line in lines if line.startswith(f"│ {DOMAIN} ") and "replicas" in line]
+    assert "│ m-1 #1 " in fin
+    assert "1/1 replicas" in fin
+    assert "approved m-1" in fin
+    assert "label-chi2 alarmed" in fin
+    assert "m-ghost" not in out
+    [run] = [line for line in lines if "run-2" in line]
+    assert "30/120 (25%)" in run
+    assert "9m00s" in run  # 20 steps in two minutes, 90 to go
+    assert "run-1" not in out  # trained
+    assert "run-ops" not in out  # failed
+    [lag] = [line for line in lines if group in line]
+    assert f"{training} {on_training - 1}" in lag
+
+    assert await run_cli("status", "--domain", OTHER) == 0
+    out = capsys.readouterr().out
+    assert f"│ {OTHER} " in out
+    assert f"│ {DOMAIN} " not in out
+    assert "Runs in flight: none" in out
+    assert await run_cli("status", "--domain", "nobody") == 2
+    assert capsys.readouterr().out == "no events for domain 'nobody' on the mesh's topics\n"
+
+    assert await run_cli("lineage", DOMAIN) == 0
+    out = capsys.readouterr().out
+    with capsys.disabled():
+        print(out)
+    assert out.startswith(f"lineage of {DOMAIN}: trace ids {TRACE_FIRST}, {'1' * 32}\n")
+    for expected in (
+        "model.ready  m-1 promotion 1",
+        f"artifact sha256:{'a' * 16}…",
+        "gate.approved  m-1 APPROVED",
+        "model.trained  m-1  run run-1",
+        "training.started  run run-1",
+        "retrain.requested  reason data",
+        "dataset.versioned  ds-2  (data)",
+        "change.data_batch  batch b1, 2 examples",
+        "dataset.versioned  ds-1  (recipe)",
+        "change.recipe",
+        f"trace {TRACE_FIRST}",
+    ):
+        assert expected in out, expected
+    assert "ds-3" not in out
+    assert "m-ghost" not in out
+
+    assert await run_cli("lineage", DOMAIN, "m-ghost") == 2
+    assert capsys.readouterr().out == f"no m-ghost of domain {DOMAIN!r} on the mesh's topics\n"
