@@ -59,7 +59,7 @@ def parent_death_signal(parent_pid: int) -> Callable[[], None] | None:
 
 
 def session_members(session_id: int) -> set[int]:
-    """PIDs of the processes in session (or process group) `session_id`, read from /proc.
+    """PIDs of the live processes in session (or group) `session_id`, read from /proc.
 
     A child started with its own session leads it: its descendants stay in that session (and,
     unless they move, in its process group) after the child dies and they are re-parented.
@@ -74,7 +74,8 @@ def session_members(session_id: int) -> set[int]:
             continue
         # Fields after the command name, which is in parentheses and may hold anything.
         fields = stat[stat.rfind(")") + 2 :].split()
-        if session_id in (int(fields[2]), int(fields[3])):  # pgrp, session
+        # A zombie is dead already; its new parent (init here) reaps it when it will.
+        if fields[0] not in "ZX" and session_id in (int(fields[2]), int(fields[3])):
             members.add(int(entry.name))
     return members
 
