@@ -8,7 +8,7 @@ KAFKA_JARS := infra/kafka/lib/.complete
 ASYNCAPI_PARSER := infra/asyncapi/node_modules/.complete
 PYTEST_ARGS ?=
 
-.PHONY: setup browser asyncapi-parser demo demo-backbone test lint typecheck schemas bench-backbone bench-loop bench-incremental bench-drift bench-gate bench-serving up clean
+.PHONY: setup browser asyncapi-parser jaeger demo demo-backbone test lint typecheck schemas bench-backbone bench-loop bench-incremental bench-drift bench-gate bench-serving up clean
 
 setup: .venv/.synced $(KAFKA_JARS)
 
@@ -36,6 +36,12 @@ browser:
 			apt-get install -y chromium chromium-driver; }; \
 	fi
 
+# Jaeger v2 for traces without Docker (`adaptmesh up --jaeger`, `make demo`, the traces e2e test):
+# built once with Go from its module into ~/.cache/adaptmesh (MESH_EMBEDDED_CACHE_DIR), about 4
+# minutes on two cores. `make test` builds it when Go is there; without Go that test is skipped.
+jaeger: .venv/.synced
+	$(UV) run --frozen python -m adaptmesh_embedded.jaeger
+
 # The official AsyncAPI parser (npm, version pinned by package-lock.json) for the test that
 # schemas/asyncapi.json parses as a new user's tools would parse it. No install scripts run.
 asyncapi-parser: $(ASYNCAPI_PARSER)
@@ -45,6 +51,8 @@ $(ASYNCAPI_PARSER): infra/asyncapi/package.json infra/asyncapi/package-lock.json
 	@touch $@
 
 test: setup browser asyncapi-parser lint typecheck
+	@if command -v go >/dev/null 2>&1; then $(MAKE) --no-print-directory jaeger; \
+	else echo "no Go on PATH: the Jaeger traces test will be skipped"; fi
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 lint:

@@ -165,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="embedded broker's port; default: the last start's on this work directory",
     )
+    up_cmd.add_argument(
+        "--jaeger",
+        action="store_true",
+        help="start Jaeger v2 (built once with Go into ~/.cache/adaptmesh) and trace into it",
+    )
     commands.add_parser("demo", help="the main scenario on the embedded mesh")
     commands.add_parser("demo-backbone", help="the event backbone round trip only")
     publish_cmd = commands.add_parser(
@@ -254,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                 serving_port=args.serving_port,
                 kafka_port=args.kafka_port,
                 otlp_endpoint=otlp,
+                jaeger=args.jaeger,
             )
         if args.command == "demo":
             return run_scenario()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from aiokafka import AIOKafkaConsumer
 
 from adaptmesh_cli import reuters
 from adaptmesh_embedded import EmbeddedMesh
+from adaptmesh_embedded.jaeger import EmbeddedJaeger, JaegerError, start_jaeger
 from adaptmesh_kit import ArtifactStore, MeshSettings, create_app, kafka_client_kwargs
 from adaptmesh_schemas import (
     DecodeError,
@@ -248,7 +250,7 @@ def show_predictions(
         )
 
 
-async def scenario(mesh: EmbeddedMesh, steps: Steps) -> int:
+async def scenario(mesh: EmbeddedMesh, steps: Steps, jaeger: EmbeddedJaeger | None = None) -> int:
     settings = MeshSettings(
         kafka_bootstrap_servers=mesh.bootstrap_servers,
         artifact_root=mesh.artifact_root,
@@ -306,8 +308,11 @@ async def scenario(mesh: EmbeddedMesh, steps: Steps) -> int:
         print(json.dumps(production, indent=2, default=str), flush=True)
         print(
             f"\ntrace of the change: {second_trace} (first model: {first_trace}); "
-            f"with Jaeger at OTEL_EXPORTER_OTLP_ENDPOINT, open "
-            f"http://127.0.0.1:16686/trace/{second_trace}",
+            + (
+                f"in Jaeger: {jaeger.trace_url(second_trace)}"
+                if jaeger is not None
+                else "not exported: with Go on PATH the demo runs Jaeger and links it here"
+            ),
             flush=True,
         )
         new_label_hits = sum(
@@ -323,17 +328,47 @@ def run_scenario() -> int:
     steps = Steps()
     print(__doc__, flush=True)
     with tempfile.TemporaryDirectory(prefix="adaptmesh-demo-") as work:
-        mesh = EmbeddedMesh(Path(work))
-        mesh.start()
+        jaeger = _start_jaeger(Path(work) / "jaeger")
         try:
-            steps.done(
-                f"mesh up: Kafka {mesh.bootstrap_servers}, five services, {mesh.serving_url}"
+            mesh = EmbeddedMesh(
+                Path(work), otlp_endpoint=None if jaeger is None else jaeger.otlp_endpoint
             )
-            code = asyncio.run(scenario(mesh, steps))
+            mesh.start()
+            try:
+                steps.done(
+                    f"mesh up: Kafka {mesh.bootstrap_servers}, five services, {mesh.serving_url}"
+                )
+                code = asyncio.run(scenario(mesh, steps, jaeger))
+            finally:
+                mesh.stop()
+            steps.done("mesh stopped")
+            print("\nstep durations:", flush=True)
+            for text, seconds in steps.durations:
+                print(f"  {seconds:7.1f}s  {text}", flush=True)
         finally:
-            mesh.stop()
-        steps.done("mesh stopped")
-    print("\nstep durations:", flush=True)
-    for text, seconds in steps.durations:
-        print(f"  {seconds:7.1f}s  {text}", flush=True)
+            _keep_jaeger_for_a_look(jaeger)
     return code
+
+
+def _start_jaeger(work_dir: Path) -> EmbeddedJaeger | None:
+    """Jaeger for the demo's traces when Go can build it (once); otherwise say how else."""
+    try:
+        jaeger = start_jaeger(work_dir, lambda line: print(line, flush=True))
+    except JaegerError as error:
+        print(f"traces: {error}", flush=True)
+        return None
+    print(f"traces: Jaeger UI at {jaeger.ui_url}", flush=True)
+    return jaeger
+
+
+def _keep_jaeger_for_a_look(jaeger: EmbeddedJaeger | None) -> None:
+    """Jaeger keeps traces in memory only: at a terminal it stays up until Enter."""
+    if jaeger is None:
+        return
+    try:
+        if sys.stdin.isatty():
+            input(f"Jaeger keeps the traces at {jaeger.ui_url} until you press Enter ... ")
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        jaeger.stop()

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import FrameType
 
 from adaptmesh_embedded import EmbeddedMesh
+from adaptmesh_embedded.jaeger import EmbeddedJaeger, JaegerError, start_jaeger
 from adaptmesh_embedded.ports import PORTS_FILE
 from adaptmesh_schemas import Stream, topic_name
 
@@ -22,7 +23,16 @@ def run_up(
     serving_port: int | None,
     kafka_port: int | None,
     otlp_endpoint: str | None,
+    jaeger: bool = False,
 ) -> int:
+    tracing: EmbeddedJaeger | None = None
+    if jaeger:
+        try:
+            tracing = start_jaeger(work_dir / "jaeger", _report)
+        except JaegerError as error:
+            print(f"--jaeger: {error}", flush=True)
+            return 1
+        otlp_endpoint = tracing.otlp_endpoint
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -45,7 +55,7 @@ def run_up(
                 f"  publish changes:  {topic_name(Stream.CHANGES)} (CloudEvents binary mode)\n"
                 f"  models ready:     {topic_name(Stream.MODELS_READY)}\n"
                 f"  serving:          {mesh.serving_url}/v1/domains/<domain>/predict\n"
-                f"  traces:           {_trace_target(otlp_endpoint)}\n"
+                f"  traces:           {_trace_target(otlp_endpoint, tracing)}\n"
                 f"  artifacts:        {mesh.artifact_root}\n"
                 f"  service logs:     {mesh.log_dir}\n"
                 f"  ports kept in:    {mesh.work_dir / PORTS_FILE} (--kafka-port, "
@@ -60,6 +70,8 @@ def run_up(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if tracing is not None:
+            tracing.stop()
     print("stopped; no process left behind", flush=True)
     return 0
 
@@ -68,7 +80,12 @@ def _report(message: str) -> None:
     print(f"{datetime.now().astimezone():%H:%M:%S} {message}", flush=True)
 
 
-def _trace_target(otlp_endpoint: str | None) -> str:
+def _trace_target(otlp_endpoint: str | None, jaeger: EmbeddedJaeger | None = None) -> str:
+    if jaeger is not None:
+        return (
+            f"Jaeger UI {jaeger.ui_url} (OTLP/HTTP {jaeger.otlp_endpoint}); a change's trace: "
+            f"{jaeger.trace_url('<trace id of its traceparent>')}"
+        )
     if otlp_endpoint:
         return f"OTLP/HTTP to {otlp_endpoint} (Jaeger UI on :16686 if that is Jaeger)"
     return "not exported (set OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://127.0.0.1:4318)"
