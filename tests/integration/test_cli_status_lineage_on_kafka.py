@@ -101,10 +101,11 @@ async def test_status_and_lineage_read_the_mesh_topics(
     with capsys.disabled():
         print(out)  # shown with -s: what an operator sees
     [fin] = [line for line in lines if line.startswith(f"│ {DOMAIN} ") and "replicas" in line]
-    assert "│ m-1 #1 " in fin
+    assert "│ m-1 " in fin
     assert "1/1 replicas" in fin
-    assert "approved m-1" in fin
+    assert "approved (this model)" in fin
     assert "label-chi2 alarmed" in fin
+    assert "promotion 1, 2 labels" in out
     assert "m-ghost" not in out
     [run] = [line for line in lines if "run-2" in line]
     assert "30/120 (25%)" in run

@@ -90,7 +90,7 @@ def test_the_drawing_has_digests_versions_and_trace_ids() -> None:
     text = output.getvalue()
     assert text.startswith(f"lineage of {DOMAIN}: trace ids {TRACE_FIRST}, {RECIPE_TRACE}\n")
     assert "model.ready  m-1 promotion 1" in text
-    assert f"artifact sha256:{'a' * 16}…  file:///mesh/artifacts/models/m-1/manifest.json" in text
+    assert f"artifact sha256:{'a' * 16}…\n  file:///mesh/artifacts/models/m-1/manifest.json" in text
     assert "gate.approved  m-1 APPROVED" in text
     assert f"report sha256:{'c' * 16}…" in text
     assert "model.trained  m-1  run run-1" in text

@@ -15,7 +15,7 @@ from adaptmesh_cli.status import (
     render_status,
     trace_id_of,
 )
-from adaptmesh_schemas.events import ModelReady, TrainingProgress
+from adaptmesh_schemas.events import ModelReady, TrainingProgress, TrainingStarted
 from tests.unit.adaptmesh_cli.mesh_flow import (
     DOMAIN,
     NOW,
@@ -108,9 +108,11 @@ def test_the_drawing_shows_the_production_model_the_progress_bar_eta_and_lag() -
     )
     text = drawn(status)
     assert "adaptmesh status at 2026-12-03 09:20:00Z" in text
-    assert "m-1 #1" in text
-    assert "label-chi2 alarmed ->" in text
-    assert "retrain-requested" in text
+    assert "promotion 1, 2 labels" in text
+    assert "since 2026-12-03 09:07:00Z" in text
+    assert "approved (this model)" in text
+    assert "label-chi2 alarmed" in text
+    assert "-> retrain-requested" in text
     assert "1/1 replicas" in text
     assert "30/120 (25%)" in text
     assert "9m00s" in text  # the ETA
@@ -119,6 +121,23 @@ def test_the_drawing_shows_the_production_model_the_progress_bar_eta_and_lag() -
     [drift_line] = [line for line in text.splitlines() if "adaptmesh.drift-sensing" in line]
     assert "7" in drift_line
     assert "mesh.inference.v1 7" in drift_line
+
+
+def test_long_run_ids_are_shortened_and_model_versions_never_cut() -> None:
+    log = Recorder()
+    run_id = "d22cddacc802446cba887c79e21b876c"
+    version = "m-20261203123824-d22cdd"
+    for record in recorded_flow():
+        event = record.event
+        if isinstance(event, TrainingStarted | TrainingProgress) and event.run_id == "run-2":
+            event = event.model_copy(update={"run_id": run_id})
+        if isinstance(event, ModelReady):
+            event = event.model_copy(update={"model_version": version})
+        log.records.append(dataclasses.replace(record, event=event))
+    text = drawn(build_status(log.records, NOW))
+    assert "d22cddacc802…" in text
+    assert run_id not in text
+    assert version in text
 
 
 def test_trace_id_comes_from_the_traceparent_header() -> None:

@@ -178,7 +178,8 @@ def _ready_node(log: _Log, record: MeshRecord) -> LineageNode:
         "model.ready",
         f"model.ready  {event.model_version}{promotion}",
         [
-            f"artifact {_short(event.artifact.sha256)}  {event.artifact.uri}",
+            f"artifact {_short(event.artifact.sha256)}",
+            f"  {event.artifact.uri}",
             f"{len(event.labels)} labels; at {_when(record)}; ce_id {record.envelope.id}",
             f"correlation id {record.envelope.correlationid}",
         ],
@@ -248,7 +249,8 @@ def _decision_node(log: _Log, record: MeshRecord) -> LineageNode:
         [
             f"macro-F1 {event.macro_f1:.3f}{champion_f1} (champion {champion}); must-pass "
             f"{event.must_pass_passed}/{event.must_pass_total}",
-            f"report {_short(event.report.sha256)}  {event.report.uri}",
+            f"report {_short(event.report.sha256)}",
+            f"  {event.report.uri}",
             f"at {_when(record)}; ce_id {record.envelope.id}",
         ],
         record.trace_id,

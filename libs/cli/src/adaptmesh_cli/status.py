@@ -29,7 +29,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from adaptmesh_kit import MeshSettings
+from adaptmesh_kit import MeshSettings, kafka_client_kwargs
 from adaptmesh_kit.topic_ends import log_bounds
 from adaptmesh_schemas import (
     FLEET_DOMAIN,
@@ -75,6 +75,7 @@ rollout` counts it)."""
 POLL_MS = 500
 READ_TIMEOUT_SECONDS = 120.0
 WATCH_REFRESH_SECONDS = 2.0
+RUN_ID_SHOWN = 12
 PLAIN_WIDTH = 132
 """Columns when the output is not a terminal (a pipe, a file, a test): wide enough that the
 tables do not wrap, so what is captured reads like what a terminal shows."""
@@ -128,9 +129,7 @@ class MeshLog:
 
     async def catch_up(self) -> list[MeshRecord]:
         """Read every topic up to where it ends now; returns every record read so far."""
-        bounds = await asyncio.gather(
-            *(log_bounds(self._settings.kafka_bootstrap_servers, topic) for topic in self.topics)
-        )
+        bounds = await asyncio.gather(*(log_bounds(self._settings, topic) for topic in self.topics))
         ends = {
             TopicPartition(topic, partition): end
             for topic, partitions in zip(self.topics, bounds, strict=True)
@@ -161,7 +160,7 @@ class MeshLog:
     async def _started(self, partitions: list[TopicPartition]) -> AIOKafkaConsumer:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._settings.kafka_bootstrap_servers,
+                **kafka_client_kwargs(self._settings),
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -225,7 +224,7 @@ async def read_consumer_lag(settings: MeshSettings) -> list[GroupLag]:
     a group that committed past the marker is not behind.
     """
     mesh_topics = {topic_name(stream, settings.topic_prefix) for stream in Stream}
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
     await admin.start()
     try:
         groups = sorted(str(group[0]) for group in await admin.list_consumer_groups())
@@ -240,9 +239,7 @@ async def read_consumer_lag(settings: MeshSettings) -> list[GroupLag]:
     finally:
         await admin.close()
     topics = sorted({tp.topic for committed in committed_by_group.values() for tp in committed})
-    bounds = await asyncio.gather(
-        *(log_bounds(settings.kafka_bootstrap_servers, topic) for topic in topics)
-    )
+    bounds = await asyncio.gather(*(log_bounds(settings, topic) for topic in topics))
     ends = {
         (topic, partition): end
         for topic, partitions in zip(topics, bounds, strict=True)
@@ -516,19 +513,25 @@ def _production_text(domain: DomainStatus) -> Text:
     if production is None:
         return Text("none yet", style="dim")
     text = Text(production.model_version, style="bold")
-    if production.promotion is not None:
-        text.append(f" #{production.promotion}")
+    promotion = f"promotion {production.promotion}, " if production.promotion else ""
+    text.append(f"\n{promotion}{production.labels} labels\nsince {utc_text(production.since)}")
     if production.rolled_back_from is not None:
-        text.append(f" (rolled back from {production.rolled_back_from})", style="yellow")
+        text.append(f"\nrolled back from {production.rolled_back_from}", style="yellow")
     return text
 
 
-def _decision_text(decision: Decision | None) -> Text:
+def _decision_text(domain: DomainStatus) -> Text:
+    decision = domain.last_decision
     if decision is None:
         return Text("none", style="dim")
     style = {"approved": "green", "rejected": "red"}.get(decision.verdict, "yellow")
     text = Text(decision.verdict, style=style)
-    text.append(f" {decision.model_version}\n{utc_text(decision.at)}")
+    production = domain.production
+    if production is not None and decision.model_version == production.model_version:
+        text.append(" (this model)")
+    else:
+        text.append(f"\n{decision.model_version}")
+    text.append(f"\n{utc_text(decision.at)}")
     return text
 
 
@@ -538,39 +541,34 @@ def _drift_text(domain: DomainStatus) -> Text:
         return Text("no alarm", style="green")
     if not drift.on_production:
         return Text(
-            f"no alarm on the production model\n"
-            f"(last: {drift.model_version}, {utc_text(drift.at)})",
+            f"no alarm on this model\n(last: {drift.model_version},\n{utc_text(drift.at)})",
             style="green",
         )
     text = Text(f"{drift.detector} alarmed", style="bold red")
-    text.append(f" -> {drift.action}\n{utc_text(drift.at)}")
+    text.append(f"\n-> {drift.action}\n{utc_text(drift.at)}")
     return text
 
 
 def domains_table(status: MeshStatus) -> Table:
     table = Table(title="Domains", title_justify="left", expand=False)
-    for column in (
-        "domain",
-        "production model",
-        "promoted",
-        "labels",
-        "serving",
-        "last gate decision",
-        "last drift verdict",
-    ):
-        table.add_column(column)
+    # Folded, never cut with an ellipsis: a model version is what one greps for.
+    for column in ("domain", "production model", "serving", "last gate decision", "last drift"):
+        table.add_column(column, overflow="fold")
     for domain in status.domains:
-        production = domain.production
         table.add_row(
             domain.domain,
             _production_text(domain),
-            utc_text(production.since) if production else "",
-            str(production.labels) if production else "",
             f"{domain.replicas_on_production}/{domain.replicas_alive} replicas",
-            _decision_text(domain.last_decision),
+            _decision_text(domain),
             _drift_text(domain),
         )
     return table
+
+
+def _short_run_id(run_id: str) -> str:
+    """The head of a run id: unique enough to tell runs apart and leave room for the bar
+    (`adaptmesh lineage` shows it whole)."""
+    return run_id if len(run_id) <= RUN_ID_SHOWN + 1 else run_id[:RUN_ID_SHOWN] + "…"
 
 
 def runs_table(status: MeshStatus) -> RenderableType:
@@ -589,17 +587,17 @@ def runs_table(status: MeshStatus) -> RenderableType:
         "elapsed",
         "ETA",
     ):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for run in runs:
         if run.total_steps:
-            bar: RenderableType = ProgressBar(total=run.total_steps, completed=run.step, width=24)
+            bar: RenderableType = ProgressBar(total=run.total_steps, completed=run.step, width=20)
             share = f"{run.step}/{run.total_steps} ({100 * run.step / run.total_steps:.0f}%)"
         else:
             bar, share = Text("starting", style="dim"), "-"
         eta = run.eta
         table.add_row(
             run.domain,
-            run.run_id,
+            _short_run_id(run.run_id),
             run.dataset_version,
             bar,
             share,
