@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from adaptmesh_embedded import SERVICES
 from adaptmesh_embedded.ports import free_port
+from adaptmesh_embedded.processes import session_members
 from tests.meshtest import eventually
 
 pytestmark = pytest.mark.timeout(600)
@@ -113,15 +114,12 @@ async def until_up(up: Up) -> tuple[str, str]:
     return kafka[1], serving[1]
 
 
-def in_session(session_id: int) -> list[psutil.Process]:
-    members = []
-    for process in psutil.process_iter():
-        try:
-            if os.getsid(process.pid) == session_id:
-                members.append(process)
-        except (ProcessLookupError, PermissionError):
-            continue
-    return members
+def alive(pid: int) -> bool:
+    """Alive and not a zombie (the process that reaps orphans here may take its time)."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def ray_orphans(since: float) -> list[str]:
@@ -130,7 +128,12 @@ def ray_orphans(since: float) -> list[str]:
     for process in psutil.process_iter(["pid", "ppid", "name", "cmdline", "create_time"]):
         info = process.info
         command = " ".join(info["cmdline"] or [info["name"] or ""])
-        if info["ppid"] == 1 and info["create_time"] >= since and RAY.search(command):
+        if (
+            info["ppid"] == 1
+            and info["create_time"] >= since
+            and RAY.search(command)
+            and alive(info["pid"])
+        ):
             orphans.append(f"{info['pid']} {command[:120]}")
     return orphans
 
@@ -161,8 +164,10 @@ async def test_up_restarts_a_killed_service_and_broker_and_keeps_its_ports(
 
     # Training's local Ray (GCS, raylet, workers) runs in the training process's session.
     training = before["training"]
-    await eventually(lambda: len(in_session(training.pid)) > 2, 120, "training's Ray never came")
-    ray_processes = [p.pid for p in in_session(training.pid) if p.pid != training.pid]
+    await eventually(
+        lambda: len(session_members(training.pid)) > 2, 120, "training's Ray never came"
+    )
+    ray_processes = session_members(training.pid) - {training.pid}
 
     killed_at = time.monotonic()
     os.kill(training.pid, signal.SIGKILL)  # the service alone, as `kill -9 <pid>` does
@@ -177,8 +182,8 @@ async def test_up_restarts_a_killed_service_and_broker_and_keeps_its_ports(
     for name in set(MODULES.values()) - {"training"}:
         assert after[name].pid == before[name].pid, f"{name} was restarted too"
     assert up.broker().pid == broker.pid, "the broker was restarted"
-    assert not [pid for pid in ray_processes if psutil.pid_exists(pid)], "Ray outlived training"
-    assert not in_session(training.pid)
+    assert not [pid for pid in ray_processes if alive(pid)], "Ray outlived training"
+    assert not session_members(training.pid)
     assert not ray_orphans(began), ray_orphans(began)
 
     # The broker, killed: restarted on the same port; the services stay and reconnect.

@@ -113,6 +113,10 @@ class RunningService:
     def label(self) -> str:
         return f"{self.spec.name}#{self.instance}"
 
+    def answers_health(self) -> bool:
+        """Serving's readiness (200) or the kit's health endpoint (204) answers."""
+        return _answers(self.health_url, 200 if self.spec.name == SERVING else 204)
+
 
 def _answers(url: str, expected: int) -> bool:
     try:
@@ -314,8 +318,7 @@ class EmbeddedMesh:
     def _look_after(self, service: RunningService) -> None:
         recovery, now = service.recovery, time.monotonic()
         if service.process.is_running:
-            expected = 200 if service.spec.name == SERVING else 204
-            if recovery.awaiting_health and _answers(service.health_url, expected):
+            if recovery.awaiting_health and service.answers_health():
                 recovery.awaiting_health = False
                 self.report(
                     f"{service.label} is back (restart {recovery.restarts}, "
@@ -425,8 +428,7 @@ class EmbeddedMesh:
                         f"{service.label} exited during start-up "
                         f"(code {service.process.wait(0)}); its log:\n{_tail(service.log_path)}"
                     )
-                expected = 200 if service.spec.name == SERVING else 204
-                if _answers(service.health_url, expected):
+                if service.answers_health():
                     waiting.remove(service)
             if waiting and time.monotonic() > deadline:
                 names = ", ".join(s.label for s in waiting)
