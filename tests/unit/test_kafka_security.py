@@ -88,7 +88,9 @@ def test_credentials_are_private_and_kept(tmp_path: Path) -> None:
     assert (tmp_path / "secure").stat().st_mode & 0o777 == 0o700
     for private in (first.directory / "credentials.json", first.broker_key_file):
         assert private.stat().st_mode & 0o777 == 0o600
+    first.write_env_files("127.0.0.1:9093")
     assert first.env_file(USER).stat().st_mode & 0o777 == 0o600
+    assert "MESH_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9093\n" in first.env_file(USER).read_text()
     # The broker was formatted with these passwords: a restart must find the same ones.
     assert prepare_credentials(tmp_path / "secure").passwords == first.passwords
     assert set(first.passwords) == {*SERVICE_PRINCIPALS, ADMIN, USER}

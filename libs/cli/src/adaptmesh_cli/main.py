@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="embedded broker's port; default: the last start's on this work directory",
     )
     up_cmd.add_argument(
+        "--secure",
+        action="store_true",
+        help="Kafka over TLS with a SCRAM user per service and ACLs; prints how to connect",
+    )
+    up_cmd.add_argument(
         "--jaeger",
         action="store_true",
         help="start Jaeger v2 (built once with Go into ~/.cache/adaptmesh) and trace into it",
@@ -260,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                 kafka_port=args.kafka_port,
                 otlp_endpoint=otlp,
                 jaeger=args.jaeger,
+                secure=args.secure,
             )
         if args.command == "demo":
             return run_scenario()

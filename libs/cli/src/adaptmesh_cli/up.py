@@ -24,6 +24,7 @@ def run_up(
     kafka_port: int | None,
     otlp_endpoint: str | None,
     jaeger: bool = False,
+    secure: bool = False,
 ) -> int:
     tracing: EmbeddedJaeger | None = None
     if jaeger:
@@ -48,6 +49,7 @@ def run_up(
             preferred_serving_port=DEFAULT_SERVING_PORT,
             otlp_endpoint=otlp_endpoint,
             report=_report,
+            secure=secure,
         ) as mesh:
             print(
                 "\nadaptmesh is up\n"
@@ -64,6 +66,8 @@ def run_up(
                 "Ctrl-C stops everything.",
                 flush=True,
             )
+            if secure:
+                print(_secure_clients(mesh), flush=True)
             while not stop.wait(0.5):
                 pass  # the supervisor thread restarts and reports; this one awaits Ctrl-C
             print("stopping: services drain and commit, then the broker stops ...", flush=True)
@@ -78,6 +82,20 @@ def run_up(
 
 def _report(message: str) -> None:
     print(f"{datetime.now().astimezone():%H:%M:%S} {message}", flush=True)
+
+
+def _secure_clients(mesh: EmbeddedMesh) -> str:
+    user_env = mesh.credentials.env_file("user")
+    return (
+        "Kafka is locked down: TLS (CA generated into the work directory), SCRAM-SHA-512, ACLs.\n"
+        "  as the user principal (writes changes and feedback, reads the rest), e.g. for the CLI:\n"
+        f"    set -a; . {user_env}; set +a\n"
+        "  which sets MESH_KAFKA_BOOTSTRAP_SERVERS, MESH_KAFKA_SECURITY_PROTOCOL=SASL_SSL,\n"
+        "  MESH_KAFKA_SASL_MECHANISM=SCRAM-SHA-512, MESH_KAFKA_SASL_USERNAME=user,\n"
+        f"  MESH_KAFKA_SASL_PASSWORD and MESH_KAFKA_SSL_CAFILE={mesh.credentials.ca_file}\n"
+        f"  (other clients: SASL_SSL + SCRAM-SHA-512, CA {mesh.credentials.ca_file}; every "
+        f"principal's password is in {user_env.parent}, readable by you only)"
+    )
 
 
 def _trace_target(otlp_endpoint: str | None, jaeger: EmbeddedJaeger | None = None) -> str:

@@ -343,6 +343,8 @@ class EmbeddedKafka:
                     _log.warning("port clash on attempt %d, retrying with new ports", attempt)
                     continue
                 atexit.register(self.stop)
+                if self._credentials is not None:
+                    self._credentials.write_env_files(self.bootstrap_servers)
                 _log.info(
                     "Kafka ready at %s in %.1f s (pid %d, logs in %s)",
                     self.bootstrap_servers,

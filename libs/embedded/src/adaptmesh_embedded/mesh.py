@@ -36,6 +36,7 @@ from adaptmesh_embedded.ports import (
     settle_serving_port,
 )
 from adaptmesh_embedded.processes import ManagedProcess
+from adaptmesh_embedded.security import USER, KafkaCredentials, mesh_acls
 
 _log = logging.getLogger(__name__)
 
@@ -154,11 +155,17 @@ class EmbeddedMesh:
         supervise: bool = True,
         report: Callable[[str], None] | None = None,
         restart_backoff: tuple[float, ...] = RESTART_BACKOFF_SECONDS,
+        secure: bool = False,
     ) -> None:
         """Ports not given are those of the last start on `work_dir` (`ports.json`), else
         `preferred_serving_port` if free, else free ones. With `supervise`, crashed services
         and a crashed embedded broker are restarted after `restart_backoff`, each told to
-        `report` (default: this module's log)."""
+        `report` (default: this module's log). `secure` locks the embedded broker down
+        (TLS, a SCRAM user per service, the mesh's ACLs; see `security.py`) and gives each
+        service its own credentials."""
+        if secure and bootstrap_servers:
+            raise ValueError("secure applies to the embedded broker, not to an external one")
+        self.secure = secure
         self.work_dir = work_dir.resolve()
         self.instances = {spec.name: 1 for spec in SERVICES} | dict(instances or {})
         remembered = remembered_ports(self.work_dir)
@@ -349,9 +356,26 @@ class EmbeddedMesh:
         return time.monotonic() - (recovery.down_since or time.monotonic())
 
     def _start_broker(self) -> EmbeddedKafka:
-        kafka = EmbeddedKafka(ensure_kafka_jars(), self.work_dir / "kafka", port=self.kafka_port)
+        kafka = EmbeddedKafka(
+            ensure_kafka_jars(), self.work_dir / "kafka", port=self.kafka_port, secure=self.secure
+        )
         kafka.start()
+        if self.secure:
+            kafka.grant(mesh_acls(self.topic_prefix))
         return kafka
+
+    @property
+    def credentials(self) -> KafkaCredentials:
+        """A secure mesh's CA, passwords and per-principal `.env` files."""
+        if self._kafka is None:
+            raise MeshStartError("the mesh is not running")
+        return self._kafka.credentials
+
+    def client_environment(self, principal: str = USER) -> dict[str, str]:
+        """The `MESH_KAFKA_*` settings of a client of this mesh connecting as `principal`."""
+        if self._kafka is None:
+            return {"MESH_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers}
+        return self._kafka.client_environment(principal)
 
     def _check_ports_free(self) -> None:
         """Fail before anything starts when a port clients expect is taken."""
@@ -395,6 +419,7 @@ class EmbeddedMesh:
         if self.otlp_endpoint:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.otlp_endpoint
             env["OTEL_BSP_SCHEDULE_DELAY"] = "500"
+        env |= self.client_environment(spec.name)
         return env | self.extra_env
 
     def _launch(

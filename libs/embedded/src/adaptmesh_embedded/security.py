@@ -3,7 +3,8 @@
 `EmbeddedKafka(secure=True)` keeps what this module generates under `<data_dir>/secure/` (a
 0700 directory): a CA and the broker's certificate for 127.0.0.1/localhost (PEM, made with
 `cryptography`), a password per principal (`credentials.json`, 0600) and, per principal, a
-`<name>.env` file (0600) with the `MESH_KAFKA_*` settings a client needs. Passwords are drawn
+`<name>.env` file (0600, rewritten at each start with the broker's address) with the
+`MESH_KAFKA_*` settings a client needs. Passwords are drawn
 at the first secure start and kept, because the SCRAM credentials are written into the
 cluster's metadata when its storage is formatted (`StorageTool format --add-scram`); a later
 start on the same directory must present the same ones.
@@ -132,6 +133,15 @@ class KafkaCredentials:
             "MESH_KAFKA_SSL_CAFILE": str(self.ca_file),
         }
 
+    def write_env_files(self, bootstrap_servers: str) -> None:
+        """`<principal>.env` (0600) per principal: `set -a; . user.env; set +a` configures a
+        shell's clients (the CLI included) to connect as that principal."""
+        for principal in PRINCIPALS:
+            settings = {"MESH_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers}
+            settings |= self.client_environment(principal)
+            lines = [f"{key}={value}" for key, value in settings.items()]
+            _write_private(self.env_file(principal), "\n".join(lines) + "\n")
+
     def client_kwargs(self, principal: str, bootstrap_servers: str) -> dict[str, Any]:
         """aiokafka keyword arguments of `principal` (for the broker's own admin work)."""
         return {
@@ -207,9 +217,6 @@ def prepare_credentials(directory: Path) -> KafkaCredentials:
     credentials = KafkaCredentials(directory, passwords)
     if not (credentials.ca_file.is_file() and credentials.broker_key_file.is_file()):
         _write_certificates(credentials)
-    for principal in PRINCIPALS:
-        lines = [f"{k}={v}" for k, v in credentials.client_environment(principal).items()]
-        _write_private(credentials.env_file(principal), "\n".join(lines) + "\n")
     return credentials
 
 
