@@ -227,31 +227,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_on_mesh(args: argparse.Namespace, settings: MeshSettings) -> int:
-    """The commands that talk to a running mesh."""
+    """The commands that talk to a running mesh; returns the exit code."""
+    code = 0
     match args.command:
         case "publish":
             asyncio.run(publish(args.file, args.type, settings))
         case "release-base":
             asyncio.run(release_base(release_of(args), settings))
         case "replay":
-            return asyncio.run(run_replay(settings, domain=args.domain, store=args.store))
+            code = asyncio.run(run_replay(settings, domain=args.domain, store=args.store))
         case "rebuild":
-            return run_rebuild(settings, args.domain, args.model_version, scratch=args.scratch)
+            code = run_rebuild(settings, args.domain, args.model_version, scratch=args.scratch)
         case "report":
-            return asyncio.run(run_report(settings, args.target, html=args.html))
+            code = asyncio.run(run_report(settings, args.target, html=args.html))
         case "audit":
-            return asyncio.run(run_audit(settings, args.domain))
+            code = asyncio.run(run_audit(settings, args.domain))
         case "rollback":
-            return asyncio.run(run_rollback(settings, request_of(args), wait=args.wait))
+            code = asyncio.run(run_rollback(settings, request_of(args), wait=args.wait))
         case "status":
-            return asyncio.run(run_status(settings, domain=args.domain, watch=args.watch))
+            code = asyncio.run(run_status(settings, domain=args.domain, watch=args.watch))
         case "lineage":
-            return asyncio.run(run_lineage(settings, args.domain, args.model_version))
+            code = asyncio.run(run_lineage(settings, args.domain, args.model_version))
         case "watch" if args.stream == Stream.ROLLOUT.value:
             asyncio.run(watch_rollout(settings))
         case _:
             asyncio.run(watch(Stream(args.stream), settings, from_beginning=args.from_beginning))
-    return 0
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
