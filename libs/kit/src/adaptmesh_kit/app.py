@@ -43,7 +43,7 @@ from faststream.middlewares import AckPolicy
 from opentelemetry.sdk.trace import TracerProvider
 
 from adaptmesh_kit._internal.batches import BatchConsumer
-from adaptmesh_kit._internal.deadletter import dead_letter_for
+from adaptmesh_kit._internal.deadletter import causation_of, dead_letter_for
 from adaptmesh_kit._internal.discipline import Defect, Discipline
 from adaptmesh_kit._internal.heap import freeze_startup_heap
 from adaptmesh_kit._internal.hosting import ASGIApp, requiring_lifespan
@@ -411,9 +411,9 @@ class MeshApp:
             record.partition,
             record.offset,
             defect.code,
-            defect.reason.splitlines()[0],
+            letter.reason.splitlines()[0],
         )
-        envelope = self.envelope_for(letter, causation_id=header(record, "ce_id"))
+        envelope = self.envelope_for(letter, causation_id=causation_of(header(record, "ce_id")))
         return self.record_for(letter, envelope, key=record.topic)
 
     async def _write_outbox(self, outbox: Outbox) -> None:

@@ -22,11 +22,14 @@ class RawHeader(Value):
     value_b64: str = Field(description="Header value, base64 (values may not be UTF-8).")
 
 
-@event("deadletter.recorded", stream=Stream.DEADLETTER, version="1.1")
+@event("deadletter.recorded", stream=Stream.DEADLETTER, version="1.2")
 class DeadLetterRecorded(MeshEvent):
     """A record that could not be decoded, validated or handled.
 
     `domain` is the record's key when it was a valid domain, else `unknown`.
+
+    1.2 (additive): headers too large together to inline are kept whole in the artifact store
+    (`original_headers_artifact`); `original_headers` then lists only the small ones.
     """
 
     service: str = Field(description="Service that refused it.")
@@ -40,7 +43,16 @@ class DeadLetterRecorded(MeshEvent):
     reason: str = Field(description="What is wrong, for people.")
     source: DeadLetterSource = Field(description="Where it came from.")
     original_key_b64: str | None = Field(default=None, description="Record key, base64.")
-    original_headers: tuple[RawHeader, ...] = Field(description="Every header, as received.")
+    original_headers: tuple[RawHeader, ...] = Field(
+        description="Every header, as received; when `original_headers_artifact` is set, only "
+        "those with small values."
+    )
+    original_headers_artifact: ArtifactRef | None = Field(
+        default=None,
+        description="Every header, as received, when together too large to inline (1.2): a JSON "
+        "list of {key, value_b64} (value_b64 null for a header without a value) in the "
+        "artifact store.",
+    )
     original_value_b64: str | None = Field(
         default=None, description="Record value, base64, when small enough to inline."
     )
