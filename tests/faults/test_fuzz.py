@@ -3,12 +3,12 @@
 The five services run in this process on the real broker (each built by its own `build_app`, as
 the integration tests do), on private topics. A seeded generator writes malformed records to
 every topic a service consumes — bad and missing CloudEvents headers, headers that are not
-UTF-8 or have no value at all, unknown and misplaced types, bodies that are not JSON, JSON of the
-wrong shape, nested too deep, too large, from a schema major nobody knows, subjects that do not
-match, keys that are garbage, ids reused with another body, changes for domains that do not
-exist — and, between them, valid changes and feedback for one domain, whose dataset versions
-show that they were handled. No model is trained: the valid data has one label only, which no
-one can train on.
+UTF-8 or have no value at all, megabytes of headers, unknown and misplaced types, bodies that are
+not JSON, JSON of the wrong shape, nested too deep, too large, from a schema major nobody knows,
+subjects that do not match, keys that are garbage, ids reused with another body, changes for
+domains that do not exist — and, between them, valid changes and feedback for one domain, whose
+dataset versions show that they were handled. No model is trained: the valid data has one label
+only, which no one can train on.
 
 Exactly once, by design: a record bad in itself is dead-lettered once by every service that
 consumes its topic (per service, not per subscription: a stream read both by the group and by
@@ -88,6 +88,9 @@ MAX_EVENT_BYTES = 32_768
 """Small, so that too-large bodies are cheap to make; the kit's check is the same at any size."""
 INLINE_BYTES = 4_096
 """Dead letters of larger bodies keep them in the artifact store: that path is fuzzed too."""
+HUGE_HEADERS_AT = range(5_000, 5_000 + 3 * 8)
+"""Where records with megabytes of headers go (three kinds on each of the eight topics): few,
+they are slow to write, and one is enough to show whether its dead letter fits in a record."""
 LABEL = "grain"
 """The one label the valid data uses: a dataset with examples of one label is not trainable, so
 drift-sensing asks for no retraining and no model is trained."""
@@ -351,6 +354,23 @@ class Fuzzer:
             headers = [("ce_type", b"\xff")]
         return self.record(stream, "too-large", "too-large", self.everyone(stream), headers, body)
 
+    def huge_header(self, stream: Stream, variant: int) -> Outgoing:
+        """Megabytes of headers, which the broker lets in: a dead letter that inlined them
+        would be larger than a producer request (found by fuzzing: the record was lost)."""
+        event_type = self.taken(stream)
+        headers = headers_of(event_type, self.domain)
+        huge = b"h" * self.rng.randint(1_100_000, 2_000_000)
+        if variant == 0:  # an extra header nobody reads
+            headers.append(("x-fuzz-huge", huge))
+            code, services = "invalid-json", self.takers(stream, event_type)
+        elif variant == 1:  # an id too long to be the dead letter's cause
+            headers = replaced(headers, "ce_id", huge)
+            code, services = "invalid-json", self.takers(stream, event_type)
+        else:  # an unknown type, quoted by the reason
+            headers = replaced(headers, "ce_type", huge)
+            code, services = "unknown-type", self.everyone(stream)
+        return self.record(stream, "huge-header", code, services, headers, b"not json")
+
     # -- body defects: the services that take the type refuse them ---------------------------
 
     def not_json(self, stream: Stream) -> Outgoing:
@@ -519,6 +539,8 @@ class Fuzzer:
 
     def malformed(self, index: int) -> Outgoing:
         stream = INPUT_STREAMS[index % len(INPUT_STREAMS)]
+        if index in HUGE_HEADERS_AT:
+            return self.huge_header(stream, (index - HUGE_HEADERS_AT.start) // len(INPUT_STREAMS))
         _, make = self.rng.choice(self._kinds)
         return make(stream)
 
