@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptmesh_embedded.mesh import Recovery, restart_delay
+from adaptmesh_embedded.mesh import SERVICES, EmbeddedMesh, Recovery, restart_delay
 from adaptmesh_embedded.ports import (
     PORTS_FILE,
     MeshPorts,
@@ -129,3 +129,29 @@ def test_fault_points_do_nothing_unless_a_directory_is_set(
 ) -> None:
     monkeypatch.delenv(FAULT_DIR_ENV, raising=False)
     fault_point("anything")  # returns: this test would hang otherwise
+
+
+def test_services_get_the_operators_settings_but_never_over_the_meshs_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stray setting in the caller's own environment never reaches a service...
+    monkeypatch.setenv("MESH_SERVING_MAX_BATCH_SIZE", "3")
+    operator = {
+        "MESH_ARTIFACT_ROOTS": "eu=file:///data/eu",
+        "MESH_TRAINING_RESIDENCIES": "eu",
+        "MESH_KAFKA_BOOTSTRAP_SERVERS": "elsewhere:9092",
+        "MESH_STATE_DIR": "/elsewhere",
+        "PATH_LIKE_NOT_MESH": "x",
+    }
+    mesh = EmbeddedMesh(
+        tmp_path, bootstrap_servers="127.0.0.1:1", operator_settings=operator, supervise=False
+    )
+    env = mesh.environment(SERVICES[2], 0, 9999)
+    # ...an operator's are passed on (`adaptmesh up` passes its environment)...
+    assert env["MESH_ARTIFACT_ROOTS"] == "eu=file:///data/eu"
+    assert env["MESH_TRAINING_RESIDENCIES"] == "eu"
+    assert "MESH_SERVING_MAX_BATCH_SIZE" not in env
+    # ...but what the mesh chose stays the mesh's.
+    assert env["MESH_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:1"
+    assert env["MESH_STATE_DIR"] == str(tmp_path.resolve() / "state" / "training-0")
+    assert "PATH_LIKE_NOT_MESH" not in env  # only MESH_* settings are the operator's to pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from datetime import datetime
@@ -50,6 +51,8 @@ def run_up(
             otlp_endpoint=otlp_endpoint,
             report=_report,
             secure=secure,
+            # Services take their settings from the operator's environment (MESH_*).
+            operator_settings=os.environ,
         ) as mesh:
             print(
                 "\nadaptmesh is up\n"

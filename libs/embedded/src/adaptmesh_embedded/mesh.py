@@ -150,6 +150,7 @@ class EmbeddedMesh:
         otlp_endpoint: str | None = None,
         topic_prefix: str = "",
         extra_env: Mapping[str, str] | None = None,
+        operator_settings: Mapping[str, str] | None = None,
         startup_timeout: float = 180.0,
         stop_timeout: float = 60.0,
         supervise: bool = True,
@@ -162,7 +163,10 @@ class EmbeddedMesh:
         and a crashed embedded broker are restarted after `restart_backoff`, each told to
         `report` (default: this module's log). `secure` locks the embedded broker down
         (TLS, a SCRAM user per service, the mesh's ACLs; see `security.py`) and gives each
-        service its own credentials."""
+        service its own credentials. `operator_settings` are `MESH_*` settings for every
+        service (an operator's environment under `adaptmesh up`: batch sizes, base model
+        roots, residency roots...); those the mesh chooses itself (broker, topic prefix,
+        artifact root, state, ports, credentials) stay the mesh's."""
         if secure and bootstrap_servers:
             raise ValueError("secure applies to the embedded broker, not to an external one")
         self.secure = secure
@@ -174,6 +178,11 @@ class EmbeddedMesh:
         self.otlp_endpoint = otlp_endpoint
         self.topic_prefix = topic_prefix
         self.extra_env = dict(extra_env or {})
+        self.operator_settings = {
+            key: value
+            for key, value in (operator_settings or {}).items()
+            if key.startswith("MESH_")
+        }
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.supervise = supervise
@@ -420,6 +429,9 @@ class EmbeddedMesh:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.otlp_endpoint
             env["OTEL_BSP_SCHEDULE_DELAY"] = "500"
         env |= self.client_environment(spec.name)
+        # Tests filter the caller's MESH_* (above) so a stray setting never leaks in; an
+        # operator's are passed on on purpose, but never over what the mesh chose.
+        env = self.operator_settings | env
         return env | self.extra_env
 
     def _launch(
