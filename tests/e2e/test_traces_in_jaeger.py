@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import shutil
 import struct
 from collections.abc import Iterator
@@ -148,7 +149,8 @@ def _screenshot_of_trace_page(jaeger: EmbeddedJaeger, trace_id: str, tmp_path: P
     for flag in QUIET_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    options.add_argument("--window-size=1400,1000")
+    # Tall enough for the whole trace (about 45 spans), serving's last rows included.
+    options.add_argument("--window-size=1400,1700")
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     try:
         driver.set_page_load_timeout(30)
@@ -164,6 +166,8 @@ def _screenshot_of_trace_page(jaeger: EmbeddedJaeger, trace_id: str, tmp_path: P
         text = page_text(driver)
         assert trace_id[:7] in text, "the page does not name the trace"
         assert "Trace not found" not in text
+        # The header reads "Services 5 Depth ..." on screen, "Services5Depth" as text.
+        assert re.search(r"Services\s*5\s*Depth", text), "the header does not count 5 services"
         shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
     finally:
         driver.quit()
@@ -172,7 +176,7 @@ def _screenshot_of_trace_page(jaeger: EmbeddedJaeger, trace_id: str, tmp_path: P
     data = screenshot.read_bytes()
     width, height = struct.unpack(">II", data[16:24])
     assert width >= 1200, f"screenshot only {width} px wide"
-    assert height >= 800, f"screenshot only {height} px tall"
+    assert height >= 1500, f"screenshot only {height} px tall"
     _, _, pixels = png_pixels(data)
     colours = {pixel for row in pixels for pixel in row}
     # A drawn timeline has text, service colour bars and spans; a blank or error page has few.
