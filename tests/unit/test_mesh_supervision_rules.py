@@ -141,6 +141,7 @@ def test_services_get_the_operators_settings_but_never_over_the_meshs_own(
         "MESH_TRAINING_RESIDENCIES": "eu",
         "MESH_KAFKA_BOOTSTRAP_SERVERS": "elsewhere:9092",
         "MESH_STATE_DIR": "/elsewhere",
+        "MESH_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "PATH_LIKE_NOT_MESH": "x",
     }
     mesh = EmbeddedMesh(
@@ -153,5 +154,6 @@ def test_services_get_the_operators_settings_but_never_over_the_meshs_own(
     assert "MESH_SERVING_MAX_BATCH_SIZE" not in env
     # ...but what the mesh chose stays the mesh's.
     assert env["MESH_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:1"
+    assert "MESH_KAFKA_SECURITY_PROTOCOL" not in env
     assert env["MESH_STATE_DIR"] == str(tmp_path.resolve() / "state" / "training-0")
     assert "PATH_LIKE_NOT_MESH" not in env  # only MESH_* settings are the operator's to pass

@@ -181,7 +181,9 @@ class EmbeddedMesh:
         self.operator_settings = {
             key: value
             for key, value in (operator_settings or {}).items()
-            if key.startswith("MESH_")
+            # How to reach the broker is the mesh's to say, secure or not (a user.env sourced
+            # in the operator's shell must not point a service at other credentials).
+            if key.startswith("MESH_") and not key.startswith("MESH_KAFKA_")
         }
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
