@@ -11,6 +11,11 @@ it) and a consumer group with committed offsets, whose lag `status` reports.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,13 +23,40 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from adaptmesh_cli.main import main
-from adaptmesh_kit import provision_topics
+from adaptmesh_cli.status import MeshRecord
+from adaptmesh_kit import MeshSettings, provision_topics
 from adaptmesh_schemas import Stream, encode_event, topic_name
 from adaptmesh_schemas.events import ModelReady
 from tests.meshtest import mesh_settings
 from tests.unit.adaptmesh_cli.mesh_flow import DOMAIN, OTHER, TRACE_FIRST, recorded_flow
 
 pytestmark = pytest.mark.kafka
+
+
+async def send(producer: AIOKafkaProducer, record: MeshRecord) -> None:
+    """`record` as its service wrote it: CloudEvents headers and, when it has one, its trace."""
+    headers = record.envelope.to_headers()
+    if record.trace_id is not None:
+        headers.append(("traceparent", f"00-{record.trace_id}-00f067aa0ba902b7-01".encode()))
+    await producer.send_and_wait(
+        record.topic,
+        encode_event(record.event),
+        key=record.event.domain.encode(),
+        headers=headers,
+    )
+
+
+def use_mesh(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> MeshSettings:
+    mesh = mesh_settings(kafka_bootstrap, unique_name, tmp_path)
+    for name, value in (
+        ("MESH_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap),
+        ("MESH_TOPIC_PREFIX", mesh.topic_prefix),
+        ("MESH_ARTIFACT_ROOT", mesh.artifact_root),
+    ):
+        monkeypatch.setenv(name, value)
+    return mesh
 
 
 async def run_cli(*argv: str) -> int:
@@ -39,13 +71,7 @@ async def test_status_and_lineage_read_the_mesh_topics(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    mesh = mesh_settings(kafka_bootstrap, unique_name, tmp_path)
-    for name, value in (
-        ("MESH_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap),
-        ("MESH_TOPIC_PREFIX", mesh.topic_prefix),
-        ("MESH_ARTIFACT_ROOT", mesh.artifact_root),
-    ):
-        monkeypatch.setenv(name, value)
+    mesh = use_mesh(kafka_bootstrap, unique_name, tmp_path, monkeypatch)
     await provision_topics(mesh)
     # Twenty minutes ago, so the replica's heartbeat (a minute before the end) is still alive.
     start = datetime.now(UTC) - timedelta(minutes=20)
@@ -57,25 +83,11 @@ async def test_status_and_lineage_read_the_mesh_topics(
     try:
         async with producer.transaction():
             for record in records:
-                headers = record.envelope.to_headers()
-                if record.trace_id is not None:
-                    span = f"00-{record.trace_id}-00f067aa0ba902b7-01"
-                    headers.append(("traceparent", span.encode()))
-                await producer.send(
-                    record.topic,
-                    encode_event(record.event),
-                    key=record.event.domain.encode(),
-                    headers=headers,
-                )
+                await send(producer, record)
         ready = next(r for r in records if isinstance(r.event, ModelReady))
         ghost = ready.event.model_copy(update={"model_version": "m-ghost", "promotion": 9})
         await producer.begin_transaction()
-        await producer.send_and_wait(
-            ready.topic,
-            encode_event(ghost),
-            key=DOMAIN.encode(),
-            headers=ready.envelope.model_copy(update={"id": "ghost"}).to_headers(),
-        )
+        await send(producer, dataclasses.replace(ready, event=ghost))
         await producer.abort_transaction()
     finally:
         await producer.stop()
@@ -120,6 +132,9 @@ async def test_status_and_lineage_read_the_mesh_topics(
     assert f"│ {OTHER} " in out
     assert f"│ {DOMAIN} " not in out
     assert "Runs in flight: none" in out
+    # Without a terminal, --watch prints once and ends.
+    assert await run_cli("status", "--watch", "--domain", OTHER) == 0
+    assert capsys.readouterr().out.count("adaptmesh status at ") == 1
     assert await run_cli("status", "--domain", "nobody") == 2
     assert capsys.readouterr().out == "no events for domain 'nobody' on the mesh's topics\n"
 
@@ -147,3 +162,88 @@ async def test_status_and_lineage_read_the_mesh_topics(
 
     assert await run_cli("lineage", DOMAIN, "m-ghost") == 2
     assert capsys.readouterr().out == f"no m-ghost of domain {DOMAIN!r} on the mesh's topics\n"
+
+
+def tmux(session: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """tmux on a server of the test's own (its own socket, no user configuration), so no
+    other server's window sizes or environment apply."""
+    return subprocess.run(
+        ["tmux", "-L", session, "-f", os.devnull, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def screen(session: str) -> str:
+    return tmux(session, "capture-pane", "-p", "-t", session).stdout
+
+
+async def wait_for_screen(session: str, text: str, seconds: float = 30.0) -> str:
+    shown = ""
+    for _ in range(int(seconds * 4)):
+        shown = screen(session)
+        if text in shown:
+            return shown
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{text!r} never appeared; the screen:\n{shown}")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux, a real terminal")
+async def test_status_watch_redraws_on_a_terminal_until_ctrl_c(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mesh = use_mesh(kafka_bootstrap, unique_name, tmp_path, monkeypatch)
+    await provision_topics(mesh)
+    records = recorded_flow(mesh.topic_prefix, datetime.now(UTC) - timedelta(minutes=20))
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    session = f"status-{unique_name}"
+    try:
+        for record in records:
+            await send(producer, record)
+        # Without COLUMNS and LINES from this process (a test runner may set them): the size
+        # is the terminal's, as for a user at one.
+        command = [
+            *("env", "-u", "COLUMNS", "-u", "LINES"),
+            *(sys.executable, "-c", "from adaptmesh_cli.main import main; main()"),
+        ]
+        # The mesh's settings, set in this process's environment above, go in explicitly.
+        settings = [
+            f"-e{name}={os.environ[name]}"
+            for name in ("MESH_KAFKA_BOOTSTRAP_SERVERS", "MESH_TOPIC_PREFIX", "MESH_ARTIFACT_ROOT")
+        ]
+        started = tmux(
+            session,
+            *("new-session", "-d", "-s", session, "-x", "140", "-y", "50"),
+            *settings,
+            *command,
+            *("status", "--watch", "--domain", DOMAIN),
+        )
+        assert started.returncode == 0, started.stderr
+        first = await wait_for_screen(session, "30/120 (25%)")
+        assert "promotion 1, 2 labels" in first
+        # The run reports again: the same screen shows it, no new command.
+        [progress] = [r for r in records if r.envelope.id == "run-2.progress-30"]
+        later = progress.event.model_copy(update={"step": 60})
+        moved = dataclasses.replace(
+            progress,
+            event=later,
+            envelope=progress.envelope.model_copy(
+                update={"id": "run-2.progress-60", "time": datetime.now(UTC)}
+            ),
+        )
+        await send(producer, moved)
+        second = await wait_for_screen(session, "60/120 (50%)")
+        assert "30/120" not in second
+        assert second.count("adaptmesh status at ") == 1  # redrawn in place, not appended
+        assert tmux(session, "send-keys", "-t", session, "C-c").returncode == 0
+        for _ in range(40):
+            if tmux(session, "has-session", "-t", session).returncode != 0:
+                break
+            await asyncio.sleep(0.25)
+        else:
+            raise AssertionError(f"still running after Ctrl-C:\n{screen(session)}")
+    finally:
+        await producer.stop()
+        tmux(session, "kill-server")
