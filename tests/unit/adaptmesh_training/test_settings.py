@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from adaptmesh_training.app import ray_cluster_for
 from adaptmesh_training.settings import TrainingSettings
 
 
@@ -41,6 +42,8 @@ def test_the_residencies_the_local_node_offers_are_a_comma_list(
     assert TrainingSettings().training_residencies == ()
     monkeypatch.setenv("MESH_TRAINING_RESIDENCIES", "eu, us-east")
     assert TrainingSettings().training_residencies == ("eu", "us-east")
+    # The service process's Ray offers them (it builds its own Ray, to stop it last).
+    assert ray_cluster_for(TrainingSettings()).residencies == ("eu", "us-east")
     monkeypatch.setenv("MESH_TRAINING_RESIDENCIES", "EU")
     with pytest.raises(ValidationError, match="not a residency tag"):
         TrainingSettings()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
-from adaptmesh_training.app import build_app
-from adaptmesh_training.ray_cluster import RayCluster
+from adaptmesh_training.app import build_app, ray_cluster_for
 from adaptmesh_training.settings import TrainingSettings
 
 
@@ -17,7 +16,8 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 def main() -> None:
     """Serve until SIGTERM or SIGINT; Ray starts alongside Kafka and stops with the service."""
     settings = TrainingSettings()
-    cluster = RayCluster(settings.training_num_cpus)
+    # Held here as well as by the app: Ray stops after the app's last step (`finally`).
+    cluster = ray_cluster_for(settings)
     app = build_app(settings, cluster=cluster)
     # uvicorn drains on SIGTERM and then raises it again for the handler that was in place
     # before it; by default that ends the process on the spot, leaving Ray's agents behind.

@@ -55,7 +55,9 @@ class TrainingApp(MeshApp):
 def build_app(settings: TrainingSettings, *, cluster: RayCluster | None = None) -> TrainingApp:
     """The training service. Pass `cluster` to share one Ray connection between several
     instances in a process (tests)."""
-    return TrainingApp(
-        settings,
-        cluster or RayCluster(settings.training_num_cpus, settings.training_residencies),
-    )
+    return TrainingApp(settings, cluster or ray_cluster_for(settings))
+
+
+def ray_cluster_for(settings: TrainingSettings) -> RayCluster:
+    """The Ray connection `settings` ask for: its CPUs and the residencies a local Ray offers."""
+    return RayCluster(settings.training_num_cpus, settings.training_residencies)

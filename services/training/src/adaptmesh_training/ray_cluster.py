@@ -85,6 +85,11 @@ class RayCluster:
         self.init_seconds: float | None = None
 
     @property
+    def residencies(self) -> tuple[str, ...]:
+        """What a local Ray started by this object offers."""
+        return self._residencies
+
+    @property
     def requested(self) -> bool:
         """Whether anyone has asked for Ray yet (`warm_up`, `ensure_started`, `ready`)."""
         return self._thread is not None
