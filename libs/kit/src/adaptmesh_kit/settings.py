@@ -133,7 +133,7 @@ class MeshSettings(BaseSettings):
         default="file://.mesh/artifacts",
         description="fsspec URI of the artifact store root (of domains without a residency).",
     )
-    # NoDecode: written `eu=file:///data/eu,us=s3://bucket/us`, not as JSON.
+    # NoDecode: written `eu=file:///data/eu,us=file:///data/us`, not as JSON.
     artifact_roots: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description="Artifact roots per residency, `eu=file:///data/eu,us=file:///data/us`: "
