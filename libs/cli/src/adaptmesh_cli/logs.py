@@ -26,6 +26,20 @@ POLL_MS = 500
 READ_TIMEOUT_SECONDS = 120.0
 
 
+def history_reader(settings: MeshSettings, *topics: str) -> AIOKafkaConsumer:
+    """A consumer (not started) of what the mesh's transactions committed, from the beginning,
+    without a consumer group: the CLI reads history and never takes a share of a service's
+    partitions or commits an offset."""
+    return AIOKafkaConsumer(
+        *topics,
+        **kafka_client_kwargs(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+
+
 async def read_topic(settings: MeshSettings, stream: Stream) -> list[tuple[Envelope, MeshEvent]]:
     """Every decodable event of `stream`'s topic, from its beginning to where it ends now.
 
@@ -38,13 +52,7 @@ async def read_topic(settings: MeshSettings, stream: Stream) -> list[tuple[Envel
     ends = {TopicPartition(topic, p): end for p, (first, end) in bounds.items() if end > first}
     if not ends:
         return []
-    consumer = AIOKafkaConsumer(
-        **kafka_client_kwargs(settings),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
+    consumer = history_reader(settings)
     await consumer.start()
     events: list[tuple[Envelope, MeshEvent]] = []
     try:

@@ -14,9 +14,8 @@ import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import AIOKafkaConsumer
-
-from adaptmesh_kit import MeshSettings, kafka_client_kwargs
+from adaptmesh_cli.logs import history_reader
+from adaptmesh_kit import MeshSettings
 from adaptmesh_schemas import DecodeError, MeshEvent, Stream, decode_event, read_envelope
 from adaptmesh_schemas.events import ModelLoaded, ModelLoadFailed, ModelReady, ReplicaStatus
 from adaptmesh_schemas.topics import topic_name
@@ -123,14 +122,7 @@ async def watch_rollout(settings: MeshSettings, *, say: Say = print) -> None:
             Stream.ROLLOUT,
         )
     ]
-    consumer = AIOKafkaConsumer(
-        *topics,
-        **kafka_client_kwargs(settings),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
+    consumer = history_reader(settings, *topics)
     await consumer.start()
     view = RolloutView()
     shown: dict[str, str] = {}

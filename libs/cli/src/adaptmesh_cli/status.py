@@ -29,6 +29,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from adaptmesh_cli.logs import history_reader
 from adaptmesh_kit import MeshSettings, kafka_client_kwargs
 from adaptmesh_kit.topic_ends import log_bounds
 from adaptmesh_schemas import (
@@ -159,13 +160,7 @@ class MeshLog:
 
     async def _started(self, partitions: list[TopicPartition]) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(
-                **kafka_client_kwargs(self._settings),
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                isolation_level="read_committed",
-            )
+            consumer = history_reader(self._settings)
             await consumer.start()
             consumer.assign(partitions)
             if partitions:
