@@ -28,6 +28,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self
 
+from adaptmesh_embedded.ports import free_port
 from adaptmesh_embedded.processes import ManagedProcess
 from adaptmesh_embedded.security import (
     ADMIN,
@@ -118,15 +119,6 @@ def ensure_kafka_jars(repo_root: Path | None = None) -> Path:
             f"{_last_lines(result.stdout + result.stderr)}"
         )
     return jars_dir
-
-
-def _free_port(exclude: set[int]) -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if port not in exclude:
-            return port
 
 
 def _new_cluster_id() -> str:
@@ -384,9 +376,9 @@ class EmbeddedKafka:
 
     def _choose_ports(self) -> None:
         taken: set[int] = set()
-        self._port = self._fixed_port or _free_port(taken)
+        self._port = self._fixed_port or free_port(taken)
         taken.add(self._port)
-        self._controller_port = self._fixed_controller_port or _free_port(taken)
+        self._controller_port = self._fixed_controller_port or free_port(taken)
         if self._port == self._controller_port:
             raise EmbeddedKafkaError(f"broker and controller both asked for port {self._port}")
 
