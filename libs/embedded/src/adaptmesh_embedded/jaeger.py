@@ -185,7 +185,10 @@ class JaegerPorts:
 
     @classmethod
     def free(cls) -> JaegerPorts:
-        return cls(free_port(), free_port(), free_port(), free_port())
+        chosen: list[int] = []
+        for _ in range(4):  # four distinct ports: the kernel may hand one out twice in a row
+            chosen.append(free_port(exclude=chosen))
+        return cls(*chosen)
 
     @classmethod
     def usual(cls) -> JaegerPorts:
